@@ -1,0 +1,1 @@
+"""deepcorrect package."""

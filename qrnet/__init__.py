@@ -1,0 +1,1 @@
+"""qrnet package."""
