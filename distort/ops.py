@@ -1,0 +1,482 @@
+"""Distortions as batched TensorFlow ops.
+
+Images are NHWC (or a single HWC image) with 1 or 3 channels, either float32
+on the 0..255 scale or uint8. Every op returns the same shape and dtype,
+clipped to 0..255 and, for uint8, rounded. The ops run eagerly, inside
+`tf.function` and inside `tf.data` maps. Random ops take a `seed`: the same
+seed gives the same output, and `seed=None` draws a fresh one.
+
+A level is a Python number (one level for the whole batch) or a 1-D array or
+tensor with one level per image.
+
+Example:
+
+>>> import numpy as np, distort
+>>> images = np.full([2, 32, 32, 3], 128, np.uint8)
+>>> distort.gaussian_blur(images, 1.5).dtype
+tf.uint8
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from distort import kernels
+from distort._checks import check_level
+
+BORDERS = ("reflect", "constant", "nearest", "mirror")
+
+
+# ----------------------------------------------------------------------------
+# Input and output conventions
+# ----------------------------------------------------------------------------
+def to_float_batch(images) -> tuple[tf.Tensor, tf.DType, bool]:
+    """Validates images and returns them as a float32 NHWC batch.
+
+    Args:
+        images: An NHWC batch or one HWC image, uint8 or float (0..255), with
+            1 or 3 channels.
+
+    Returns:
+        `(batch, dtype, single)`: the float32 batch, the input dtype, and
+        whether the input was a single image.
+
+    Raises:
+        ValueError: On a wrong rank or channel count, an empty batch, or
+            (eagerly) NaN/inf values.
+    """
+    x = tf.convert_to_tensor(images)
+    dtype = x.dtype
+    if dtype not in (tf.uint8, tf.float16, tf.float32, tf.float64):
+        raise TypeError(f"images must be uint8 or float (0..255). Received dtype: {dtype.name}")
+    rank = x.shape.rank
+    if rank not in (3, 4):
+        raise ValueError(
+            "images must be a batch [N, H, W, C] or one image [H, W, C]. "
+            f"Received shape: {x.shape}"
+        )
+    single = rank == 3
+    if single:
+        x = x[tf.newaxis]
+    channels = x.shape[-1]
+    if channels is not None and channels not in (1, 3):
+        raise ValueError(
+            "images must have 1 (gray) or 3 (RGB) channels. "
+            f"Received {channels} channels (shape {x.shape})"
+        )
+    if tf.executing_eagerly():
+        if x.shape[0] == 0 or 0 in x.shape[1:3]:
+            raise ValueError(f"images must not be empty. Received shape: {x.shape}")
+        if dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(x))):
+            raise ValueError("images must be finite: received NaN or inf values")
+    return tf.cast(x, tf.float32), dtype, single
+
+
+def from_float_batch(x: tf.Tensor, dtype: tf.DType, single: bool) -> tf.Tensor:
+    """Clips a float batch to 0..255 and casts it back (rounded for uint8)."""
+    x = tf.clip_by_value(x, 0.0, 255.0)
+    if dtype == tf.uint8:
+        x = tf.cast(tf.round(x), tf.uint8)
+    else:
+        x = tf.cast(x, dtype)
+    return x[0] if single else x
+
+
+def _elementwise(fn: Callable[[tf.Tensor], tf.Tensor]):
+    """Wraps a float-batch function with the dtype and rank conventions."""
+
+    def wrapped(images):
+        x, dtype, single = to_float_batch(images)
+        return from_float_batch(fn(x), dtype, single)
+
+    return wrapped
+
+
+def seed_tensor(seed: int | None) -> tf.Tensor:
+    """Returns a stateless-RNG seed of shape [2]; `None` draws a fresh one."""
+    if seed is None:
+        return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return tf.constant([int(seed), 0], tf.int64)
+    seed = tf.convert_to_tensor(seed, tf.int64)
+    return tf.stack([seed, tf.zeros_like(seed)]) if seed.shape.rank == 0 else seed
+
+
+def per_image_seeds(seed: tf.Tensor, n) -> tf.Tensor:
+    """Derives one int64 seed per image from a stateless seed."""
+    return tf.random.stateless_uniform([n], seed, maxval=2**31 - 1, dtype=tf.int64)
+
+
+def _levels(name: str, level, low: float = 0.0, high: float = np.inf):
+    """Validates a level: a number, or one per image (a 1-D array/tensor)."""
+    if isinstance(level, tf.Tensor) and not tf.executing_eagerly():
+        return tf.cast(level, tf.float32)
+    arr = np.asarray(level.numpy() if isinstance(level, tf.Tensor) else level)
+    if arr.ndim == 0:
+        return check_level(name, arr.item(), low, high)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a number or a 1-D array of per-image levels. "
+                         f"Received shape: {arr.shape}")
+    for v in arr.tolist():
+        check_level(name, v, low, high)
+    return tf.constant(arr, tf.float32)
+
+
+# ----------------------------------------------------------------------------
+# Borders and convolution
+# ----------------------------------------------------------------------------
+def _border_indices(n: tf.Tensor, before: int, after: int, mode: str) -> tf.Tensor:
+    """Source indices of a padded axis, for any pad width (even > n)."""
+    i = tf.range(-before, n + after)
+    if mode == "nearest":
+        return tf.clip_by_value(i, 0, n - 1)
+    if mode == "reflect":  # d c b a | a b c d | d c b a   (scipy "reflect")
+        period = 2 * n
+        m = tf.math.floormod(i, period)
+        return tf.where(m >= n, period - 1 - m, m)
+    # "mirror": d c b | a b c d | c b a   (scipy "mirror", cv2 REFLECT_101)
+    period = tf.maximum(2 * n - 2, 1)
+    m = tf.math.floormod(i, period)
+    return tf.minimum(tf.where(m >= n, period - m, m), n - 1)
+
+
+def pad(x: tf.Tensor, rows: tuple[int, int], cols: tuple[int, int], border: str = "reflect"):
+    """Pads an NHWC batch spatially.
+
+    Args:
+        x: A float NHWC batch.
+        rows: Pixels to add (above, below).
+        cols: Pixels to add (left, right).
+        border: "reflect" (scipy's reflect, the default), "constant" (zeros,
+            as the original DeepCorrect code's cv2 call), "nearest" or "mirror".
+
+    Returns:
+        The padded batch.
+    """
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {BORDERS}. Received: border={border!r}")
+    if border == "constant":
+        return tf.pad(x, [[0, 0], list(rows), list(cols), [0, 0]])
+    shape = tf.shape(x)
+    x = tf.gather(x, _border_indices(shape[1], rows[0], rows[1], border), axis=1)
+    return tf.gather(x, _border_indices(shape[2], cols[0], cols[1], border), axis=2)
+
+
+def convolve(images, kernel, border: str = "reflect") -> tf.Tensor:
+    """Convolves every channel of every image with a 2-D kernel.
+
+    Args:
+        images: Images (see the module conventions).
+        kernel: A 2-D kernel shared by the batch, or a 3-D `[N, k, k]` stack
+            with one kernel per image.
+        border: See `pad`.
+
+    Returns:
+        The filtered images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> convolve(np.ones([1, 8, 8, 3], np.float32), np.ones([3, 3]) / 9).shape
+    TensorShape([1, 8, 8, 3])
+    """
+    x, dtype, single = to_float_batch(images)
+    return from_float_batch(_convolve(x, kernel, border), dtype, single)
+
+
+def _convolve(x: tf.Tensor, kernel, border: str) -> tf.Tensor:
+    kernel = tf.convert_to_tensor(kernel, tf.float32)
+    if kernel.shape.rank == 2:
+        kh, kw = kernel.shape
+        if kh == 1 and kw == 1:
+            return x * kernel[0, 0]
+        xp = pad(x, (kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2), border)
+        channels = tf.shape(x)[-1]
+        # Correlation with the flipped kernel is convolution.
+        k = tf.reverse(kernel, [0, 1])[:, :, None, None]
+        k = tf.tile(k, [1, 1, channels, 1])
+        return tf.nn.depthwise_conv2d(xp, k, [1, 1, 1, 1], "VALID")
+    # One kernel per image: fold the batch into the channels of one image.
+    shape = tf.shape(x)
+    n, h, w, c = shape[0], shape[1], shape[2], shape[3]
+    half = tf.shape(kernel)[1] // 2
+    xp = pad(x, (half, half), (half, half), border)
+    folded = tf.reshape(tf.transpose(xp, [1, 2, 0, 3]), [1, h + 2 * half, w + 2 * half, n * c])
+    k = tf.reverse(kernel, [1, 2])  # [n, k, k]
+    k = tf.repeat(tf.transpose(k, [1, 2, 0]), c, axis=2)[:, :, :, None]  # [k, k, n*c, 1]
+    y = tf.nn.depthwise_conv2d(folded, k, [1, 1, 1, 1], "VALID")
+    return tf.transpose(tf.reshape(y, [h, w, n, c]), [2, 0, 1, 3])
+
+
+def _separable(x: tf.Tensor, k1d: np.ndarray, border: str) -> tf.Tensor:
+    """Convolves with outer(k1d, k1d) as two 1-D passes."""
+    r = len(k1d) // 2
+    if r == 0:
+        return x
+    xp = pad(x, (r, r), (r, r), border)
+    channels = tf.shape(x)[-1]
+    k = tf.constant(k1d[::-1].copy(), tf.float32)
+    kv = tf.tile(k[:, None, None, None], [1, 1, channels, 1])
+    kh = tf.tile(k[None, :, None, None], [1, 1, channels, 1])
+    y = tf.nn.depthwise_conv2d(xp, kv, [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(y, kh, [1, 1, 1, 1], "VALID")
+
+
+def _stack_kernels(make: Callable[[float, int], np.ndarray], levels, seeds) -> tf.Tensor:
+    """Builds one kernel per image with NumPy, zero-padded to a common size."""
+
+    def build(levels_np, seeds_np):
+        ks = [make(float(lv), int(sd)) for lv, sd in zip(levels_np, seeds_np)]
+        size = max(k.shape[0] for k in ks)
+        out = np.zeros([len(ks), size, size], np.float32)
+        for i, k in enumerate(ks):
+            o = (size - k.shape[0]) // 2
+            out[i, o : o + k.shape[0], o : o + k.shape[1]] = k
+        return out
+
+    out = tf.numpy_function(build, [levels, seeds], tf.float32, stateful=False)
+    out.set_shape([None, None, None])
+    return out
+
+
+def _kernel_blur(images, level, make, border, seed=None, random=False) -> tf.Tensor:
+    """Applies `make(level, seed) -> kernel`, shared or one kernel per image.
+
+    A deterministic kernel at one level is built once and shared; random
+    kernels (`random=True`) and per-image levels get one kernel per image.
+    """
+    x, dtype, single = to_float_batch(images)
+    if isinstance(level, float) and not random:
+        y = _convolve(x, make(level, 0), border)
+    else:
+        n = tf.shape(x)[0]
+        seeds = per_image_seeds(seed_tensor(seed), n)
+        levels = tf.broadcast_to(tf.cast(level, tf.float32), [n])
+        y = _convolve(x, _stack_kernels(make, levels, seeds), border)
+    return from_float_batch(y, dtype, single)
+
+
+# ----------------------------------------------------------------------------
+# The distortions
+# ----------------------------------------------------------------------------
+def gaussian_blur(images, sigma, window: str | int = "4sigma+1", border: str = "reflect"):
+    """Gaussian blur (Dodge & Karam; DeepCorrect; QRNet).
+
+    Args:
+        images: Images (see the module conventions).
+        sigma: Standard deviation in pixels, >= 0; a number or one per image.
+        window: Window rule, see `distort.kernels.gaussian_window`:
+            "4sigma+1" (default, the DeepCorrect code), "4sigma-1" (QRNet).
+        border: "reflect" (default) or "constant" (zero padding, as the
+            original DeepCorrect code), "nearest", "mirror".
+
+    Returns:
+        The blurred images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> gaussian_blur(np.zeros([1, 16, 16, 3], np.float32), 2.0).shape
+    TensorShape([1, 16, 16, 3])
+    """
+    sigma = _levels("sigma", sigma)
+    if isinstance(sigma, float):
+        x, dtype, single = to_float_batch(images)
+        return from_float_batch(_separable(x, kernels.gaussian_1d(sigma, window), border),
+                                dtype, single)
+    return _kernel_blur(images, sigma, lambda s, _: kernels.gaussian(s, window), border)
+
+
+def defocus_blur(images, radius, border: str = "reflect"):
+    """Defocus blur with an anti-aliased uniform disk (Zhou; Vasiljevic).
+
+    Args:
+        images: Images (see the module conventions).
+        radius: Disk radius in pixels, >= 0; a number or one per image.
+        border: See `pad`.
+
+    Returns:
+        The blurred images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> defocus_blur(np.zeros([16, 16, 3], np.uint8), 2).shape
+    TensorShape([16, 16, 3])
+    """
+    radius = _levels("radius", radius)
+    return _kernel_blur(images, radius, lambda r, _: kernels.disk(r), border)
+
+
+def motion_blur(images, length, angle: float = 0.0, border: str = "reflect"):
+    """Linear motion blur with a one-pixel-wide box (Vasiljevic).
+
+    Args:
+        images: Images (see the module conventions).
+        length: Box length in pixels, >= 1; a number or one per image.
+        angle: Direction in degrees: 0 horizontal (default), 90 vertical.
+        border: See `pad`.
+
+    Returns:
+        The blurred images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> motion_blur(np.zeros([16, 16, 3], np.uint8), 4, angle=90).shape
+    TensorShape([16, 16, 3])
+    """
+    length = _levels("length", length, low=1.0)
+    return _kernel_blur(images, length, lambda n, _: kernels.box(n, angle), border)
+
+
+def random_walk_blur(images, size, seed: int | None = None, border: str = "reflect"):
+    """Zhou et al.'s random-walk motion blur, a different walk per image.
+
+    Args:
+        images: Images (see the module conventions).
+        size: Walk length in one-pixel steps, >= 0; a number or one per image.
+        seed: Seed of the walks; `None` draws fresh walks.
+        border: See `pad`.
+
+    Returns:
+        The blurred images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> random_walk_blur(np.zeros([2, 16, 16, 3], np.uint8), 3, seed=0).shape
+    TensorShape([2, 16, 16, 3])
+    """
+    size = _levels("size", size)
+    return _kernel_blur(images, size, kernels.random_walk, border, seed, random=True)
+
+
+def camera_shake(images, seed: int | None = None, border: str = "reflect"):
+    """Vasiljevic et al.'s camera-shake blur, a different trajectory per image.
+
+    Args:
+        images: Images (see the module conventions).
+        seed: Seed of the trajectories; `None` draws fresh ones.
+        border: See `pad`.
+
+    Returns:
+        The blurred images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> camera_shake(np.zeros([2, 32, 32, 3], np.uint8), seed=0).shape
+    TensorShape([2, 32, 32, 3])
+    """
+    return _kernel_blur(images, 0.0, lambda _, s: kernels.camera_shake(s), border, seed,
+                        random=True)
+
+
+def awgn(images, sigma, seed: int | None = None, clip: bool = True):
+    """Additive white Gaussian noise, per pixel and channel.
+
+    Args:
+        images: Images (see the module conventions).
+        sigma: Noise standard deviation on the 0..255 scale, >= 0; a number or
+            one per image.
+        seed: Noise seed; `None` draws fresh noise.
+        clip: Clip to 0..255 (default). `False` keeps float outputs unclipped,
+            as the original DeepCorrect code did (uint8 outputs are always clipped).
+
+    Returns:
+        The noisy images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> y = awgn(np.full([1, 64, 64, 3], 128.0, np.float32), 10.0, seed=1)
+    >>> 9.0 < float(np.std(y)) < 11.0
+    True
+    """
+    sigma = _levels("sigma", sigma)
+    x, dtype, single = to_float_batch(images)
+    s = tf.reshape(tf.cast(sigma, tf.float32), [-1, 1, 1, 1])
+    y = x + s * tf.random.stateless_normal(tf.shape(x), seed_tensor(seed))
+    if not clip and dtype != tf.uint8:
+        y = tf.cast(y, dtype)
+        return y[0] if single else y
+    return from_float_batch(y, dtype, single)
+
+
+def contrast(images, alpha, gray: str | float = "mean"):
+    """Contrast reduction by blending with a gray image (Dodge & Karam).
+
+    `out = (1 - alpha) * image + alpha * gray`: alpha = 0 is the identity and
+    alpha = 1 a flat gray image.
+
+    Args:
+        images: Images (see the module conventions).
+        alpha: Blending weight of the gray image in [0, 1]; a number or one
+            per image.
+        gray: "mean" (default): each image's mean luminance (Haeberli's
+            interpolation, which Dodge & Karam cite); or a fixed gray value in
+            0..255.
+
+    Returns:
+        The images with reduced contrast, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> float(contrast(np.array([[[[0.0, 0, 0]], [[255, 255, 255]]]]), 1.0)[0, 0, 0, 0])
+    127.5
+    """
+    alpha = _levels("alpha", alpha, 0.0, 1.0)
+    if not (gray == "mean" or (isinstance(gray, (int, float)) and 0 <= gray <= 255)):
+        raise ValueError(f"gray must be 'mean' or a value in [0, 255]. Received: gray={gray!r}")
+    x, dtype, single = to_float_batch(images)
+    if gray == "mean":
+        if x.shape[-1] == 3:
+            lum = tf.tensordot(x, tf.constant([0.299, 0.587, 0.114]), axes=[[3], [0]])[..., None]
+        else:
+            lum = x
+        g = tf.reduce_mean(lum, axis=[1, 2, 3], keepdims=True)
+    else:
+        g = tf.constant(float(gray))
+    a = tf.reshape(tf.cast(alpha, tf.float32), [-1, 1, 1, 1])
+    return from_float_batch((1.0 - a) * x + a * g, dtype, single)
+
+
+def combined(images, max_level: float = 4.0, seed: int | None = None, border: str = "reflect"):
+    """Zhou et al.'s combined distortion: motion blur, defocus blur and noise.
+
+    For every image, the random-walk length, the disk radius and the noise
+    standard deviation (0..255 scale) are each drawn uniformly from
+    [0, max_level].
+
+    Args:
+        images: Images (see the module conventions).
+        max_level: Upper end of the uniform level range, >= 0 (4 in the paper).
+        seed: Seed of the levels, walks and noise; `None` draws fresh ones.
+        border: See `pad`.
+
+    Returns:
+        The distorted images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> combined(np.zeros([2, 16, 16, 3], np.uint8), seed=0).shape
+    TensorShape([2, 16, 16, 3])
+    """
+    max_level = check_level("max_level", max_level)
+    x, dtype, single = to_float_batch(images)
+    s = seed_tensor(seed)
+    n = tf.shape(x)[0]
+    levels = tf.random.stateless_uniform([3, n], s, 0.0, max_level)
+    walk_seeds = per_image_seeds(s + [0, 1], n)
+    walks = _stack_kernels(kernels.random_walk, levels[0], walk_seeds)
+    disks = _stack_kernels(lambda r, _: kernels.disk(r), levels[1], walk_seeds)
+    y = _convolve(_convolve(x, walks, border), disks, border)
+    noise = tf.random.stateless_normal(tf.shape(x), s + [0, 2])
+    y = y + tf.reshape(levels[2], [-1, 1, 1, 1]) * noise
+    return from_float_batch(y, dtype, single)

@@ -1,0 +1,112 @@
+"""Distortion levels of the papers, as one plain table.
+
+`PRESETS[name]` maps a distortion name to its levels (or, for random
+distortions, to the range levels are drawn from) and carries the paper's
+own notes in `"meta"`.
+
+Example:
+
+>>> from distort.presets import PRESETS, levels
+>>> levels("deepcorrect_cifar", "awgn")
+(5.0, 10.0, 15.0, 20.0, 25.0, 30.0)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _steps(start: float, stop: float, step: float) -> tuple[float, ...]:
+    n = int(round((stop - start) / step)) + 1
+    return tuple(round(start + i * step, 6) for i in range(n))
+
+
+PRESETS: dict[str, dict] = {
+    # Dodge & Karam 2016, Section III: five distortions, their levels.
+    "dodge_karam": {
+        "gaussian_blur": _steps(1, 9, 1),
+        "awgn": _steps(10, 100, 10),
+        "contrast": _steps(0, 1, 0.1),
+        "jpeg": _steps(2, 20, 2),
+        "jpeg2000": _steps(20, 40, 2),
+        "meta": {"paper": "Dodge & Karam 2016", "blur_window": "4sigma+1",
+                 "note": "JPEG2000 levels are target PSNRs in dB; contrast is the gray blend weight."},
+    },
+    # DeepCorrect (Borkar & Karam 2019), Section 3: six levels per distortion.
+    "deepcorrect_imagenet": {
+        "gaussian_blur": _steps(1, 6, 1),
+        "awgn": (10.0, 20.0, 40.0, 60.0, 80.0, 100.0),
+        "meta": {"paper": "Borkar & Karam 2019 (ImageNet)", "blur_window": "4sigma+1"},
+    },
+    "deepcorrect_cifar": {
+        "gaussian_blur": _steps(0.5, 3, 0.5),
+        "awgn": _steps(5, 30, 5),
+        "meta": {"paper": "Borkar & Karam 2019 (CIFAR-100)", "blur_window": "4sigma+1"},
+    },
+    # QRNet (Takagi et al. 2019), Section IV: five levels, blur window 4 sigma - 1.
+    "qrnet": {
+        "awgn": _steps(20, 100, 20),
+        "gaussian_blur": _steps(2, 10, 2),
+        "meta": {"paper": "Takagi et al. 2019", "blur_window": "4sigma-1"},
+    },
+    # Zhou et al. 2017: each level drawn uniformly from [0, 4].
+    "zhou": {
+        "random_walk_blur": (0.0, 4.0),
+        "defocus_blur": (0.0, 4.0),
+        "awgn": (0.0, 4.0),
+        "combined": (4.0,),
+        "meta": {"paper": "Zhou et al. 2017", "sampling": "uniform range (low, high)"},
+    },
+    # Vasiljevic et al. 2016, Table 1: kernels applied at a canonical scale of 384 px.
+    "vasiljevic": {
+        "defocus_blur": (2.0, 4.0, 6.0, 8.0),
+        "motion_blur_horizontal": (4.0, 8.0),
+        "motion_blur_vertical": (4.0, 8.0),
+        "camera_shake": (1.0,),
+        "gaussian_blur": (4.0, 8.0),
+        "meta": {"paper": "Vasiljevic et al. 2016", "canonical_scale": 384,
+                 "note": "camera_shake has no level: 1.0 means 'on'."},
+    },
+}
+
+
+def preset_names() -> list[str]:
+    """Returns the names of the presets."""
+    return sorted(PRESETS)
+
+
+def get(name: str) -> dict:
+    """Returns one preset (distortion name -> levels), without its metadata.
+
+    Raises:
+        ValueError: If the preset does not exist.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {preset_names()}. Received: preset={name!r}")
+    return {k: v for k, v in PRESETS[name].items() if k != "meta"}
+
+
+def levels(preset: str, distortion: str) -> tuple[float, ...]:
+    """Returns the levels a preset gives for one distortion.
+
+    Raises:
+        ValueError: If the preset or the distortion is unknown to it.
+    """
+    table = get(preset)
+    if distortion not in table:
+        raise ValueError(
+            f"distortion must be one of {sorted(table)} for preset {preset!r}. "
+            f"Received: distortion={distortion!r}"
+        )
+    return tuple(float(v) for v in table[distortion])
+
+
+def blur_window(preset: str) -> str:
+    """Returns the Gaussian window rule a preset uses."""
+    get(preset)
+    return PRESETS[preset]["meta"].get("blur_window", "4sigma+1")
+
+
+def as_array(preset: str, distortion: str) -> np.ndarray:
+    """Returns the levels as a float32 NumPy array."""
+    return np.asarray(levels(preset, distortion), np.float32)
