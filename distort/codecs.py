@@ -10,6 +10,7 @@ TensorShape([2, 32, 32, 3])
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -62,8 +63,9 @@ def jpeg2000(images, psnr, backend: str = "pillow"):
     """JPEG2000 compression with OpenJPEG at a target PSNR (Dodge & Karam: 20..40 dB).
 
     OpenJPEG's rate allocation targets the PSNR of each image
-    (`opj_compress -q PSNR`); the achieved PSNR is close to the target (see
-    the tests for the tolerance). Runs through `tf.numpy_function`, so it works
+    (`opj_compress -q PSNR`); since it lands up to 1.5 dB low, the request is
+    corrected by the measured miss (at most 4 encodes), which brings the
+    achieved PSNR within about 0.3 dB of the target. Runs through `tf.numpy_function`, so it works
     in `tf.data` and `tf.function` but not inside an exported SavedModel.
 
     Args:
@@ -98,15 +100,40 @@ def jpeg2000(images, psnr, backend: str = "pillow"):
 def _jpeg2000_codec(backend: str):
     """Returns `code(image_uint8_hwc, psnr) -> decoded image` for a backend."""
     if backend == "pillow":
-        return _pillow_jpeg2000
+        return functools.partial(_closed_loop, _pillow_jpeg2000)
     if backend == "glymur":
         if not glymur_available():
             raise ValueError(
                 "backend='glymur' needs the OpenJPEG library libopenjp2 (Debian: "
                 "apt-get install libopenjp2-7); use backend='pillow' instead"
             )
-        return _glymur_jpeg2000
+        return functools.partial(_closed_loop, _glymur_jpeg2000)
     raise ValueError(f"backend must be one of {JPEG2000_BACKENDS}. Received: backend={backend!r}")
+
+
+def _closed_loop(code, image: np.ndarray, target: float, tolerance: float = 0.3,
+                 max_rounds: int = 4) -> np.ndarray:
+    """Re-asks OpenJPEG until the achieved PSNR is within `tolerance` dB of target.
+
+    OpenJPEG's PSNR-driven rate allocation lands about 0.3 to 1.5 dB below the
+    requested value on photos; each round shifts the request by the miss.
+    Returns the closest result seen.
+    """
+    request, best, best_miss = target, None, np.inf
+    for _ in range(max_rounds):
+        out = code(image, request)
+        miss = _psnr(out, image) - target
+        if abs(miss) < best_miss:
+            best, best_miss = out, abs(miss)
+        if abs(miss) <= tolerance or not np.isfinite(miss):
+            break
+        request = float(np.clip(request - miss, *JPEG2000_PSNR_RANGE))
+    return best
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return np.inf if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def glymur_available() -> bool:
@@ -135,12 +162,9 @@ def _glymur_jpeg2000(image: np.ndarray, psnr: float) -> np.ndarray:
 
     import glymur
 
-    fd, path = tempfile.mkstemp(suffix=".jp2")
-    os.close(fd)
-    try:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "image.jp2")
         glymur.Jp2k(path, data=image[..., 0] if image.shape[-1] == 1 else image,
                     psnr=[psnr], irreversible=True)
         out = glymur.Jp2k(path)[:]
-    finally:
-        os.remove(path)
     return out.reshape(image.shape)
