@@ -1,1 +1,62 @@
-"""qrnet package."""
+"""QRNet: restore distorted images so that pretrained classifiers classify them correctly.
+
+Takagi et al., "Quality Recovery Network for Image Classification of Distorted Images",
+IEEE Access 2019. `QRNet` is the restorer (a U-Net-like encoder-decoder on 0..255
+images), `QualityRecoveryTrainer` trains it with the L1 + lambda * cross-entropy loss
+against frozen classifiers (RecNet, QRNet, MQRNet and end-to-end modes), `train` runs the
+paper's Algorithm 1 and `restore` applies a trained restorer.
+
+Example:
+
+>>> import numpy as np
+>>> import qrnet
+>>> restorer = qrnet.build_qrnet(base_width=4, depth=2)
+>>> qrnet.restore(restorer, np.zeros((2, 17, 23, 3), "uint8")).shape
+(2, 17, 23, 3)
+"""
+
+from qrnet.model import (
+    PREPROCESSING_MODES,
+    PRESETS,
+    CropToReference,
+    ImagePreprocessing,
+    QRNet,
+    ReflectPadToMultiple,
+    build_qrnet,
+    paper_layer_count,
+    qrnet_from_preset,
+)
+from qrnet.training import (
+    DEFAULT_TRAINING,
+    MODES,
+    ClassifierSpec,
+    QualityRecoveryTrainer,
+    TrainingCheckpoint,
+    clean_batches,
+    paired_batches,
+    resolve_distortions,
+    restore,
+    train,
+)
+
+__all__ = [
+    "DEFAULT_TRAINING",
+    "MODES",
+    "PREPROCESSING_MODES",
+    "PRESETS",
+    "ClassifierSpec",
+    "CropToReference",
+    "ImagePreprocessing",
+    "QRNet",
+    "QualityRecoveryTrainer",
+    "ReflectPadToMultiple",
+    "TrainingCheckpoint",
+    "build_qrnet",
+    "clean_batches",
+    "paired_batches",
+    "paper_layer_count",
+    "qrnet_from_preset",
+    "resolve_distortions",
+    "restore",
+    "train",
+]
