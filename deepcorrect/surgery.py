@@ -1,0 +1,723 @@
+"""`wrap`: insert correction units into any Keras CNN by graph rewriting.
+
+For each chosen conv layer, the top-beta ranked output channels are gathered,
+run through a `CorrectionUnit`, and scattered back into their original
+positions, before the layer's batch norm and activation (the paper's footnotes
+6 and 7). A conv with a built-in activation (VGG16's `Conv2D(...,
+activation="relu")`) is split into the linear conv and a separate `Activation`
+layer, so the unit sees the pre-activation output. Every other channel and
+every other layer is left as it was.
+
+The rewrite walks the functional graph in topological order and calls a copy of
+each layer, with the pretrained weights, on the new tensors. Sequential models
+and nested models (such as a `keras.applications` model inside a classifier)
+are inlined, so the result is one flat functional model whose layer names are
+those of the original's leaf layers. The input model is not modified.
+
+Example:
+
+```python
+import numpy as np
+import keras
+import deepcorrect
+
+inputs = keras.Input((32, 32, 3))
+x = keras.layers.Conv2D(8, 3, name="conv1")(inputs)
+x = keras.layers.BatchNormalization(name="bn1")(x)
+x = keras.layers.ReLU()(x)
+x = keras.layers.GlobalAveragePooling2D()(x)
+outputs = keras.layers.Dense(10, activation="softmax")(x)
+pretrained = keras.Model(inputs, outputs)
+
+model = deepcorrect.wrap(pretrained, {"conv1": [3, 0, 5, 1, 2, 4, 6, 7]})
+images = np.random.rand(2, 32, 32, 3).astype("float32")
+np.testing.assert_allclose(model(images), pretrained(images), atol=1e-6)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from typing import Any, Callable, Mapping, Sequence, Union
+
+import keras
+import numpy as np
+
+from deepcorrect.layers import GatherChannels, ScatterChannels, validate_channel_indices
+from deepcorrect.units import CorrectionUnit, check_preset
+
+CONV_LAYER_TYPES = (
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+    keras.layers.Conv2DTranspose,
+)
+# Layers counted by `train_head` (Deepcorr-kc trains the last k of these).
+HEAD_LAYER_TYPES = CONV_LAYER_TYPES + (keras.layers.Dense,)
+
+# A custom unit: `factory(channels, kernel_size, name) -> keras.layers.Layer`.
+UnitFactory = Callable[[int, int, str], keras.layers.Layer]
+UnitSpec = Union[str, UnitFactory]
+
+
+@dataclasses.dataclass(frozen=True)
+class Correction:
+    """What `wrap` does to one conv layer.
+
+    Attributes:
+        layer_name: name of the corrected conv layer.
+        channels: number of output channels N of that layer.
+        indices: the corrected channel indices, most susceptible first.
+        unit: a `UNIT_PRESETS` name or a unit factory.
+        kernel_size: inner kernel size of the unit.
+    """
+
+    layer_name: str
+    channels: int
+    indices: tuple[int, ...]
+    unit: UnitSpec
+    kernel_size: int
+
+
+# ---------------------------------------------------------------------------
+# Model inspection.
+
+
+def is_model(layer: Any) -> bool:
+    """True for Functional and Sequential models (containers we inline)."""
+    return isinstance(layer, keras.Model) and (
+        isinstance(layer, keras.Sequential) or hasattr(layer, "_nodes_by_depth")
+    )
+
+
+def leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every non-model layer of `model`, nested models expanded, in graph order.
+
+    Args:
+        model: a Functional or Sequential model.
+
+    Returns:
+        The leaf layers (input layers excluded) in topological order.
+
+    Example:
+
+    >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+    >>> [layer.name for layer in leaf_layers(inner)]
+    ['d']
+    """
+    found: list[keras.layers.Layer] = []
+    seen: set[int] = set()
+
+    def visit(container: keras.Model) -> None:
+        for layer in container.layers:
+            if id(layer) in seen or isinstance(layer, keras.layers.InputLayer):
+                continue
+            seen.add(id(layer))
+            if is_model(layer):
+                visit(layer)
+            else:
+                found.append(layer)
+
+    visit(model)
+    return found
+
+
+def conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The conv layers of `model` (nested models included) in graph order.
+
+    Example:
+
+    >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c")])
+    >>> [layer.name for layer in conv_layers(m)]
+    ['c']
+    """
+    return [layer for layer in leaf_layers(model) if isinstance(layer, CONV_LAYER_TYPES)]
+
+
+def conv_output_channels(layer: keras.layers.Layer) -> int:
+    """Number of output channels of a (built) conv layer.
+
+    Example:
+
+    >>> conv = keras.layers.DepthwiseConv2D(3, depth_multiplier=2)
+    >>> conv.build((None, 8, 8, 5))
+    >>> conv_output_channels(conv)
+    10
+    """
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return int(layer.kernel.shape[-2]) * int(layer.depth_multiplier)
+    return int(layer.filters)
+
+
+def _layer_table(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    """Leaf layers by name; names must be unique once nested models are inlined."""
+    table: dict[str, keras.layers.Layer] = {}
+    for layer in leaf_layers(model):
+        if layer.name in table:
+            raise ValueError(
+                "Layer names must be unique across nested models, because "
+                f"`wrap` inlines them. The name {layer.name!r} is used twice "
+                f"in model {model.name!r}."
+            )
+        table[layer.name] = layer
+    return table
+
+
+# ---------------------------------------------------------------------------
+# Planning: which layers, which channels, which unit.
+
+
+def ranked_order(ranks: Any, layer_name: str) -> np.ndarray:
+    """Ordered channel indices (most susceptible first) of one layer.
+
+    Args:
+        ranks: a `{layer_name: indices}` mapping, or any object with an
+            `order(layer_name)` method (such as `deepcorrect.Ranking`).
+        layer_name: the conv layer.
+
+    Returns:
+        The indices as a 1-D numpy array.
+
+    Example:
+
+    >>> ranked_order({"conv1": [2, 0, 1]}, "conv1").tolist()
+    [2, 0, 1]
+    """
+    if hasattr(ranks, "order") and callable(ranks.order):
+        return np.asarray(ranks.order(layer_name))
+    return np.asarray(ranks[layer_name])
+
+
+def ranked_layer_names(ranks: Any) -> list[str]:
+    """Layer names a ranking covers (`layer_names` attribute or mapping keys)."""
+    if hasattr(ranks, "order") and callable(ranks.order):
+        return list(ranks.layer_names)
+    if isinstance(ranks, Mapping):
+        return list(ranks.keys())
+    raise ValueError(
+        "ranks must be a dict {layer_name: ordered channel indices} or a "
+        f"Ranking (an object with an `order` method). Received: ranks={ranks!r}"
+    )
+
+
+def corrected_count(beta: float, channels: int) -> int:
+    """How many of `channels` filters beta corrects: round(beta * N), at least 1.
+
+    Example:
+
+    >>> corrected_count(0.75, 96), corrected_count(0.5, 384), corrected_count(0.01, 8)
+    (72, 192, 1)
+    """
+    return max(1, min(channels, math.floor(beta * channels + 0.5)))
+
+
+def _check_beta(beta: Any, argument: str = "beta") -> float:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.floating)):
+        raise ValueError(
+            f"{argument} must be a number in (0, 1]. Received: {argument}={beta!r}"
+        )
+    if not 0.0 < float(beta) <= 1.0:
+        raise ValueError(f"{argument} must be in (0, 1]. Received: {argument}={beta}")
+    return float(beta)
+
+
+def _check_kernel_size(kernel_size: Any, argument: str = "kernel_size") -> int:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, (int, np.integer)):
+        raise ValueError(
+            f"{argument} must be a positive integer. "
+            f"Received: {argument}={kernel_size!r}"
+        )
+    if kernel_size < 1:
+        raise ValueError(
+            f"{argument} must be a positive integer. Received: {argument}={kernel_size}"
+        )
+    return int(kernel_size)
+
+
+def _check_unit(unit: Any, argument: str = "unit") -> UnitSpec:
+    if callable(unit):
+        return unit
+    check_preset(unit, name=argument)
+    return unit
+
+
+def _per_layer(value: Any, name: str, layers: Sequence[str], argument: str) -> Any:
+    """The value of a scalar-or-per-layer-dict option for one layer."""
+    if isinstance(value, Mapping):
+        if name not in value:
+            raise ValueError(
+                f"{argument} is a per-layer dict, so it needs an entry for every "
+                f"corrected layer {list(layers)}; {name!r} is missing. "
+                f"Received: {argument}={dict(value)}"
+            )
+        return value[name]
+    return value
+
+
+def _check_layer_names(
+    names: Sequence[str], table: Mapping[str, keras.layers.Layer], argument: str
+) -> None:
+    conv_names = [n for n, layer in table.items() if isinstance(layer, CONV_LAYER_TYPES)]
+    for name in names:
+        if name not in table:
+            raise ValueError(
+                f"{argument} names an unknown layer {name!r}. Allowed values "
+                f"(the model's conv layers): {conv_names}"
+            )
+        layer = table[name]
+        if not isinstance(layer, CONV_LAYER_TYPES):
+            raise ValueError(
+                f"{argument} names {name!r}, a {type(layer).__name__} layer, but "
+                f"only conv layers ({', '.join(t.__name__ for t in CONV_LAYER_TYPES)}) "
+                f"can be corrected. Allowed values: {conv_names}"
+            )
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            raise ValueError(
+                f"Only channels_last conv layers can be corrected; {name!r} has "
+                f"data_format={layer.data_format!r}."
+            )
+
+
+def _check_per_layer_keys(value: Any, argument: str, conv_names: Sequence[str]) -> None:
+    if isinstance(value, Mapping):
+        unknown = [k for k in value if k not in conv_names]
+        if unknown:
+            raise ValueError(
+                f"{argument} has entries for unknown layers {unknown}. Allowed "
+                f"values (the model's conv layers): {list(conv_names)}"
+            )
+
+
+def choose_layers(
+    model: keras.Model,
+    ranks: Any,
+    layers: Sequence[str] | None = None,
+    first: int | None = None,
+) -> list[str]:
+    """Names of the conv layers to correct, in graph order.
+
+    Args:
+        model: the pretrained model.
+        ranks: the ranking (dict or `Ranking`); every chosen layer needs one.
+        layers: explicit layer names. Defaults to None.
+        first: correct the first `first` conv layers (Deepcorr-k). Defaults to
+            None. With neither `layers` nor `first`, every ranked layer is
+            corrected.
+
+    Returns:
+        The chosen layer names, ordered as in the model.
+
+    Example:
+
+    >>> m = keras.Sequential([keras.Input((8, 8, 3)),
+    ...                       keras.layers.Conv2D(4, 3, name="a"),
+    ...                       keras.layers.Conv2D(4, 3, name="b")])
+    >>> choose_layers(m, {"a": [0], "b": [1]}, first=1)
+    ['a']
+    """
+    table = _layer_table(model)
+    convs = [n for n, layer in table.items() if isinstance(layer, CONV_LAYER_TYPES)]
+    if not convs:
+        raise ValueError(
+            f"model {model.name!r} has no conv layers "
+            f"({', '.join(t.__name__ for t in CONV_LAYER_TYPES)}), so there is "
+            "nothing to correct."
+        )
+    ranked = ranked_layer_names(ranks)
+    if layers is not None and first is not None:
+        raise ValueError(
+            "Pass either layers or first, not both. "
+            f"Received: layers={layers}, first={first}"
+        )
+    if first is not None:
+        if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or not (
+            1 <= first <= len(convs)
+        ):
+            raise ValueError(
+                f"first must be an integer in [1, {len(convs)}] (the model has "
+                f"{len(convs)} conv layers). Received: first={first}"
+            )
+        chosen = convs[: int(first)]
+        argument = "first"
+    elif layers is not None:
+        if isinstance(layers, str):
+            layers = [layers]
+        chosen = list(layers)
+        argument = "layers"
+        if not chosen:
+            raise ValueError(
+                f"layers must name at least one conv layer. Allowed values: {convs}"
+            )
+    else:
+        chosen = ranked
+        argument = "ranks"
+    _check_layer_names(chosen, table, argument)
+    missing = [n for n in chosen if n not in ranked]
+    if missing:
+        raise ValueError(
+            f"ranks has no channel order for the layers {missing} chosen by "
+            f"{argument}. Ranked layers: {ranked}"
+        )
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"{argument} names a layer twice. Received: {chosen}")
+    return [n for n in convs if n in set(chosen)]
+
+
+def plan_corrections(
+    model: keras.Model,
+    ranks: Any,
+    beta: float | Mapping[str, float] = 0.5,
+    unit: UnitSpec | Mapping[str, UnitSpec] = "cw",
+    layers: Sequence[str] | None = None,
+    first: int | None = None,
+    kernel_size: int | Mapping[str, int] = 3,
+) -> list[Correction]:
+    """Validates `wrap`'s arguments and returns one `Correction` per layer.
+
+    Arguments are those of `wrap`.
+
+    Returns:
+        The corrections, in graph order.
+
+    Example:
+
+    >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c")])
+    >>> plan_corrections(m, {"c": [3, 1, 0, 2]})[0].indices
+    (3, 1)
+    """
+    chosen = choose_layers(model, ranks, layers=layers, first=first)
+    table = _layer_table(model)
+    convs = [n for n, layer in table.items() if isinstance(layer, CONV_LAYER_TYPES)]
+    for value, argument in ((beta, "beta"), (unit, "unit"), (kernel_size, "kernel_size")):
+        _check_per_layer_keys(value, argument, convs)
+    plan = []
+    for name in chosen:
+        channels = conv_output_channels(table[name])
+        layer_beta = _check_beta(
+            _per_layer(beta, name, chosen, "beta"),
+            f"beta[{name!r}]" if isinstance(beta, Mapping) else "beta",
+        )
+        order = validate_channel_indices(
+            ranked_order(ranks, name), channels, f"ranks[{name!r}]"
+        )
+        count = corrected_count(layer_beta, channels)
+        if len(order) < count:
+            raise ValueError(
+                f"ranks[{name!r}] orders {len(order)} channels, but beta="
+                f"{layer_beta} corrects {count} of {channels}; rank at least "
+                f"{count} channels."
+            )
+        plan.append(
+            Correction(
+                layer_name=name,
+                channels=channels,
+                indices=tuple(order[:count]),
+                unit=_check_unit(_per_layer(unit, name, chosen, "unit")),
+                kernel_size=_check_kernel_size(
+                    _per_layer(kernel_size, name, chosen, "kernel_size")
+                ),
+            )
+        )
+    return plan
+
+
+# ---------------------------------------------------------------------------
+# The graph rewrite.
+
+
+def _accepts_training(layer: Any) -> bool:
+    try:
+        return "training" in inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _has_activation(layer: keras.layers.Layer) -> bool:
+    return layer.get_config().get("activation", "linear") not in ("linear", None)
+
+
+class GraphRewriter:
+    """Rebuilds a model layer by layer, inserting correction blocks.
+
+    Every layer is copied (config and weights), so the input model is never
+    modified; a layer called several times (shared) is copied once. Nested
+    Functional and Sequential models are inlined.
+
+    Args:
+        corrections: the `Correction`s to apply, by layer name. Defaults to
+            none (a plain flattening copy).
+
+    Example:
+
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> copy = GraphRewriter().rebuild(m)
+    >>> [w.shape for w in copy.weights] == [w.shape for w in m.weights]
+    True
+    """
+
+    def __init__(self, corrections: Mapping[str, Correction] | None = None):
+        self.corrections = dict(corrections or {})
+        self.copies: dict[int, Any] = {}  # id(original operation) -> copy
+        self.originals: dict[str, keras.layers.Layer] = {}  # copy name -> original
+        self.blocks: dict[str, dict[str, keras.layers.Layer]] = {}
+        self.units: list[keras.layers.Layer] = []
+
+    # -- public entry point -------------------------------------------------
+
+    def rebuild(self, model: keras.Model) -> keras.Model:
+        """Returns the rewritten copy of `model` as a flat functional model."""
+        if not is_model(model):
+            raise ValueError(
+                "model must be a Functional or Sequential Keras model. "
+                f"Received: model of type {type(model).__name__}"
+            )
+        try:
+            reference_inputs = model.inputs
+        except (AttributeError, ValueError):
+            reference_inputs = None
+        if not reference_inputs:
+            raise ValueError(
+                f"model {model.name!r} is not built; call it on data or build "
+                "it with an `Input` first."
+            )
+        new_inputs = [
+            keras.Input(batch_shape=x.shape, dtype=x.dtype, name=self._input_name(x))
+            for x in reference_inputs
+        ]
+        outputs = self._run(model, new_inputs, training=None)
+        inputs = new_inputs[0] if len(new_inputs) == 1 else new_inputs
+        return keras.Model(inputs, outputs, name=model.name)
+
+    # -- graph walking -------------------------------------------------------
+
+    @staticmethod
+    def _input_name(tensor: Any) -> str | None:
+        history = getattr(tensor, "_keras_history", None)
+        return history.operation.name if history is not None else None
+
+    def _run(self, model: keras.Model, inputs: list, training: Any) -> Any:
+        if isinstance(model, keras.Sequential):
+            return self._run_sequential(model, inputs, training)
+        return self._run_functional(model, inputs, training)
+
+    def _run_sequential(self, model: keras.Sequential, inputs: list, training: Any):
+        (x,) = inputs
+        for layer in model.layers:
+            kwargs = {}
+            if training is not None and _accepts_training(layer):
+                kwargs["training"] = training
+            x = self._call(layer, (x,), kwargs, training)
+        return x
+
+    def _run_functional(self, model: keras.Model, inputs: list, training: Any):
+        tensors = {id(x): y for x, y in zip(model.inputs, keras.tree.flatten(inputs))}
+        for depth in sorted(model._nodes_by_depth, reverse=True):
+            for node in model._nodes_by_depth[depth]:
+                if not node.operation or node.is_input:
+                    continue
+                if any(id(x) not in tensors for x in node.input_tensors):
+                    continue
+                args, kwargs = node.arguments.fill_in(tensors)
+                if (
+                    training is not None
+                    and "training" not in kwargs
+                    and _accepts_training(node.operation)
+                ):
+                    kwargs["training"] = training
+                outputs = self._call(node.operation, args, kwargs, training)
+                for x, y in zip(node.outputs, keras.tree.flatten(outputs)):
+                    tensors[id(x)] = y
+        return keras.tree.map_structure(lambda x: tensors[id(x)], model.output)
+
+    def _call(self, operation: Any, args: tuple, kwargs: dict, training: Any) -> Any:
+        if is_model(operation):
+            nested_training = kwargs.get("training", training)
+            nested_inputs = keras.tree.flatten(args[0] if len(args) == 1 else args)
+            return self._run(operation, nested_inputs, nested_training)
+        if not isinstance(operation, keras.layers.Layer):
+            return operation(*args, **kwargs)  # a stateless keras.ops operation
+        first_call = id(operation) not in self.copies
+        copy = self._copy(operation)
+        outputs = copy(*args, **kwargs)
+        if first_call and operation.weights:
+            copy.set_weights(operation.get_weights())
+        correction = self.corrections.get(operation.name)
+        if correction is not None:
+            outputs = self._correct(operation, correction, outputs)
+        return outputs
+
+    def _copy(self, layer: keras.layers.Layer) -> keras.layers.Layer:
+        if id(layer) not in self.copies:
+            config = layer.get_config()
+            if layer.name in self.corrections and _has_activation(layer):
+                config["activation"] = "linear"
+            copy = layer.__class__.from_config(config)
+            self.copies[id(layer)] = copy
+            self.originals[copy.name] = layer
+        return self.copies[id(layer)]
+
+    # -- the correction block ---------------------------------------------------
+
+    def _block(self, layer: keras.layers.Layer, correction: Correction):
+        name = correction.layer_name
+        if name not in self.blocks:
+            indices = list(correction.indices)
+            if callable(correction.unit):
+                unit = correction.unit(len(indices), correction.kernel_size, f"{name}_unit")
+            else:
+                unit = CorrectionUnit(
+                    len(indices),
+                    preset=correction.unit,
+                    kernel_size=correction.kernel_size,
+                    name=f"{name}_unit",
+                )
+            block = {
+                "gather": GatherChannels(indices, name=f"{name}_gather"),
+                "unit": unit,
+                "scatter": ScatterChannels(
+                    indices, correction.channels, name=f"{name}_scatter"
+                ),
+            }
+            if _has_activation(layer):
+                block["activation"] = keras.layers.Activation(
+                    layer.activation, name=f"{name}_activation"
+                )
+            self.blocks[name] = block
+            self.units.append(unit)
+        return self.blocks[name]
+
+    def _correct(self, layer: keras.layers.Layer, correction: Correction, conv_output):
+        block = self._block(layer, correction)
+        corrected = block["unit"](block["gather"](conv_output))
+        outputs = block["scatter"]([conv_output, corrected])
+        if "activation" in block:
+            outputs = block["activation"](outputs)
+        return outputs
+
+
+# ---------------------------------------------------------------------------
+# Public API.
+
+
+def head_layer_names(model: keras.Model, count: int) -> list[str]:
+    """Names of the last `count` conv or dense layers of `model`.
+
+    These are the layers Deepcorr-kc trains on top of the units (the paper
+    trains the last 3 conv layers of its CIFAR net, and AlexNet's 3 dense
+    layers).
+
+    Example:
+
+    >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c"),
+    ...                       keras.layers.Flatten(), keras.layers.Dense(2, name="d")])
+    >>> head_layer_names(m, 1)
+    ['d']
+    """
+    heads = [layer.name for layer in leaf_layers(model) if isinstance(layer, HEAD_LAYER_TYPES)]
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not (
+        0 <= count <= len(heads)
+    ):
+        raise ValueError(
+            f"train_head must be an integer in [0, {len(heads)}] (the model has "
+            f"{len(heads)} conv and dense layers). Received: train_head={count}"
+        )
+    return heads[len(heads) - int(count) :]
+
+
+def wrap(
+    pretrained: keras.Model,
+    ranks: Any,
+    beta: float | Mapping[str, float] = 0.5,
+    unit: UnitSpec | Mapping[str, UnitSpec] = "cw",
+    layers: Sequence[str] | None = None,
+    first: int | None = None,
+    kernel_size: int | Mapping[str, int] = 3,
+    train_head: int = 0,
+) -> keras.Model:
+    """Adds DeepCorrect correction units to a pretrained model.
+
+    For each chosen conv layer, the `beta * N` top-ranked output channels are
+    gathered, corrected by a `CorrectionUnit` and scattered back to their
+    positions, before the layer's batch norm and activation. Every pretrained
+    layer is frozen (`trainable=False`; in Keras 3 a frozen
+    `BatchNormalization` also runs in inference mode, with its moving
+    statistics, during training); only the units are trainable, plus the last
+    `train_head` conv/dense layers for Deepcorr-kc. The units start as the
+    identity, so the wrapped model's outputs equal the pretrained model's.
+
+    Args:
+        pretrained: a Functional or Sequential Keras model (nested models are
+            inlined). It is not modified.
+        ranks: `{layer_name: channel indices, most susceptible first}` or a
+            `deepcorrect.Ranking` (anything with `order(layer_name)` and
+            `layer_names`).
+        beta: fraction of each layer's channels to correct, in (0, 1], or a
+            `{layer_name: beta}` dict. Defaults to 0.5 (the paper's CIFAR
+            setting; Deepcorr-5 on AlexNet uses 0.75, 0.75, 0.5, 0.5, 0.5).
+        unit: a `UNIT_PRESETS` name (`"cw"`, `"lite"`, `"bottleneck"`,
+            `"no_bn"`), a factory `(channels, kernel_size, name) -> Layer`, or a
+            per-layer dict of these. Defaults to `"cw"`.
+        layers: names of the conv layers to correct. Defaults to None: every
+            layer in `ranks` (or the first `first` conv layers).
+        first: correct the first `first` conv layers (Deepcorr-k). Defaults to
+            None. Not together with `layers`.
+        kernel_size: inner kernel size of the units, or a per-layer dict.
+            Defaults to 3 (the paper uses 5 for AlexNet's conv1).
+        train_head: also train the last `train_head` conv/dense layers of the
+            pretrained model (Deepcorr-kc). Defaults to 0.
+
+    Returns:
+        A new functional model with the same inputs and outputs.
+
+    Raises:
+        ValueError: for a `beta` outside (0, 1], unknown or non-conv layer
+            names, invalid channel indices, an unknown unit preset, or a model
+            without conv layers.
+
+    Example:
+
+    >>> pretrained = keras.Sequential([
+    ...     keras.Input((16, 16, 3)),
+    ...     keras.layers.Conv2D(8, 3, activation="relu", name="conv1"),
+    ...     keras.layers.GlobalAveragePooling2D(),
+    ...     keras.layers.Dense(4, name="logits")])
+    >>> model = wrap(pretrained, {"conv1": np.arange(8)}, beta=0.5, unit="bottleneck")
+    >>> [w.path.split("/")[0] for w in model.trainable_weights][:1]
+    ['conv1_unit']
+    """
+    plan = plan_corrections(
+        pretrained,
+        ranks,
+        beta=beta,
+        unit=unit,
+        layers=layers,
+        first=first,
+        kernel_size=kernel_size,
+    )
+    heads = set(head_layer_names(pretrained, train_head))
+    rewriter = GraphRewriter({c.layer_name: c for c in plan})
+    model = rewriter.rebuild(pretrained)
+    for layer in model.layers:
+        if layer.name in rewriter.originals:  # a copy of a pretrained layer
+            layer.trainable = layer.name in heads
+    return model
+
+
+def correction_units(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    """The correction units of a wrapped model, by corrected layer name.
+
+    Example:
+
+    >>> pretrained = keras.Sequential([keras.Input((8, 8, 3)),
+    ...                                keras.layers.Conv2D(4, 3, name="c")])
+    >>> list(correction_units(wrap(pretrained, {"c": [0, 1, 2, 3]})))
+    ['c']
+    """
+    suffix = "_unit"
+    return {
+        layer.name[: -len(suffix)]: layer
+        for layer in model.layers
+        if layer.name.endswith(suffix) and isinstance(layer, CorrectionUnit)
+    }

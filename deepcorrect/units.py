@@ -1,0 +1,305 @@
+"""Correction units: the residual blocks of DeepCorrect (Figure 7, Table 10).
+
+A correction unit maps the `channels` most distortion-susceptible filter
+outputs of a conv layer to corrected outputs of the same shape:
+`output = input + F(input)`, where `F` is
+
+    1x1 conv (width) -> [BN] -> ReLU
+    -> kxk conv (width) -> [BN] -> ReLU      (repeated `inner_convs` times)
+    -> 1x1 conv (channels), zero-initialised
+
+Every convolution has a bias and there is no batch norm on the input, which
+matches the authors' AlexNet code and the parameter counts of Table 10
+exactly. The last 1x1 conv starts at zero (kernel and bias), so a unit is the
+identity when created and a freshly wrapped model gives exactly the outputs of
+the pretrained model (the authors' code did not do this; their CIFAR units start
+from a perturbed model).
+
+Paper: Borkar & Karam, "DeepCorrect: Correcting DNN models against image
+distortions", https://arxiv.org/abs/1705.02406.
+
+Example:
+
+```python
+import numpy as np
+from deepcorrect.units import CorrectionUnit
+
+unit = CorrectionUnit(72, preset="cw", kernel_size=5)
+unit.build((None, 55, 55, 72))
+assert unit.count_params() == 270_288
+x = np.random.rand(1, 55, 55, 72).astype("float32")
+np.testing.assert_array_equal(unit(x), x)  # identity at initialisation
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+
+from deepcorrect.layers import PACKAGE
+
+# Table 10 of the paper, as data. `width`: "same" (critically wide, one
+# filter per corrected channel), "half" (bottleneck) or a fixed number.
+# `inner_kernel`: None uses the unit's `kernel_size`, a number overrides it.
+# `large_kernel_dilations`: dilation rates of the inner convs when the unit's
+# `kernel_size` is larger than `inner_kernel` (the "lite" unit replaces a 5x5
+# pair by a 3x3 pair with dilations 1 and 2).
+UNIT_PRESETS: dict[str, dict[str, Any]] = {
+    "cw": {
+        "description": "critically wide: width = corrected channels (Deepcorr-5)",
+        "width": "same",
+        "inner_convs": 2,
+        "inner_kernel": None,
+        "large_kernel_dilations": None,
+        "batch_norm": True,
+    },
+    "lite": {
+        "description": "fixed width 128, 3x3 inner convs (Deepcorr-5-lite)",
+        "width": 128,
+        "inner_convs": 2,
+        "inner_kernel": 3,
+        "large_kernel_dilations": (1, 2),
+        "batch_norm": True,
+    },
+    "bottleneck": {
+        "description": "width = half the corrected channels, three 3x3 inner "
+        "convs (Deepcorr-5-bottleneck)",
+        "width": "half",
+        "inner_convs": 3,
+        "inner_kernel": 3,
+        "large_kernel_dilations": None,
+        "batch_norm": True,
+    },
+    "no_bn": {
+        "description": "critically wide without batch norm (Deepcorr-5-no-bn)",
+        "width": "same",
+        "inner_convs": 2,
+        "inner_kernel": None,
+        "large_kernel_dilations": None,
+        "batch_norm": False,
+    },
+}
+
+
+def check_preset(preset: str, name: str = "preset") -> dict[str, Any]:
+    """Returns the `UNIT_PRESETS` entry for `preset`, or raises ValueError.
+
+    Args:
+        preset: a key of `UNIT_PRESETS`.
+        name: argument name used in the error message. Defaults to `"preset"`.
+
+    Returns:
+        The preset's table entry.
+
+    Example:
+
+    >>> check_preset("lite")["width"]
+    128
+    """
+    if preset not in UNIT_PRESETS:
+        raise ValueError(
+            f"{name} must be one of {sorted(UNIT_PRESETS)}. "
+            f"Received: {name}={preset!r}"
+        )
+    return UNIT_PRESETS[preset]
+
+
+def resolve_width(width_rule: str | int, channels: int) -> int:
+    """Correction width D for a preset's width rule and `channels` channels.
+
+    Example:
+
+    >>> resolve_width("half", 72), resolve_width("same", 72), resolve_width(128, 72)
+    (36, 72, 128)
+    """
+    if width_rule == "same":
+        return channels
+    if width_rule == "half":
+        return max(1, (channels + 1) // 2)
+    return int(width_rule)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CorrectionUnit(keras.layers.Layer):
+    """A DeepCorrect correction unit: `output = input + F(input)`.
+
+    Args:
+        channels: number of corrected channels (the unit's input and output
+            channels, `beta_i * N_i` in the paper).
+        preset: one of `UNIT_PRESETS`: `"cw"` (critically wide, the default),
+            `"lite"`, `"bottleneck"` or `"no_bn"`.
+        kernel_size: spatial size k of the inner convs. Defaults to 3 (the
+            paper uses 5 for AlexNet's conv1). Presets with a fixed inner
+            kernel ("lite", "bottleneck") use 3x3, and "lite" dilates its pair
+            of 3x3 convs (rates 1, 2) when `kernel_size` is larger than 3.
+        width: correction width D; overrides the preset's width. Defaults to
+            None (use the preset).
+        dilation_rates: one dilation rate per inner conv; overrides the
+            preset. Defaults to None (use the preset).
+        kernel_initializer: initializer of every conv but the last, which
+            always starts at zero. Defaults to `"he_normal"`.
+        kernel_regularizer: optional regularizer on every conv kernel (the
+            lambda * R(W) term of the paper's Eq. 5). Defaults to None.
+        **kwargs: standard `keras.layers.Layer` arguments (`name`, ...).
+
+    Batch norm inside the unit is trainable and follows the `training` flag:
+    batch statistics while training, moving averages at inference.
+
+    Example:
+
+    >>> unit = CorrectionUnit(72, preset="bottleneck")
+    >>> unit.build((None, 27, 27, 72))
+    >>> unit.count_params()
+    40680
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        preset: str = "cw",
+        kernel_size: int = 3,
+        width: int | None = None,
+        dilation_rates: Sequence[int] | None = None,
+        kernel_initializer: Any = "he_normal",
+        kernel_regularizer: Any = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        spec = check_preset(preset)
+        if int(channels) < 1:
+            raise ValueError(
+                f"channels must be a positive integer. Received: channels={channels}"
+            )
+        if int(kernel_size) < 1:
+            raise ValueError(
+                "kernel_size must be a positive integer. "
+                f"Received: kernel_size={kernel_size}"
+            )
+        self.channels = int(channels)
+        self.preset = preset
+        self.kernel_size = int(kernel_size)
+        self.width = int(width) if width is not None else None
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+        self.correction_width = (
+            self.width
+            if self.width is not None
+            else resolve_width(spec["width"], self.channels)
+        )
+        self.inner_kernel = spec["inner_kernel"] or self.kernel_size
+        if dilation_rates is None:
+            large = spec["large_kernel_dilations"]
+            if large is not None and self.kernel_size > self.inner_kernel:
+                dilation_rates = large
+            else:
+                dilation_rates = (1,) * spec["inner_convs"]
+        self.dilation_rates = tuple(int(r) for r in dilation_rates)
+        if len(self.dilation_rates) != spec["inner_convs"]:
+            raise ValueError(
+                f"dilation_rates must have {spec['inner_convs']} entries for "
+                f"preset={preset!r}. Received: dilation_rates={dilation_rates}"
+            )
+        self.batch_norm = spec["batch_norm"]
+        self.stack = self._make_stack()
+
+    def _conv(self, filters: int, kernel: int, dilation: int, name: str, last=False):
+        return keras.layers.Conv2D(
+            filters,
+            kernel,
+            padding="same",
+            dilation_rate=dilation,
+            kernel_initializer="zeros" if last else self._fresh_initializer(),
+            bias_initializer="zeros",
+            kernel_regularizer=self.kernel_regularizer,
+            name=name,
+        )
+
+    def _fresh_initializer(self) -> keras.initializers.Initializer:
+        """A new initializer instance per conv, so no two share a seed state."""
+        return keras.initializers.deserialize(
+            keras.initializers.serialize(self.kernel_initializer)
+        )
+
+    def _make_stack(self) -> list[keras.layers.Layer]:
+        """The residual branch F as an ordered list of layers."""
+        width = self.correction_width
+        convs = [self._conv(width, 1, 1, "conv_in")]
+        convs += [
+            self._conv(width, self.inner_kernel, rate, f"conv_{i + 1}")
+            for i, rate in enumerate(self.dilation_rates)
+        ]
+        stack: list[keras.layers.Layer] = []
+        for i, conv in enumerate(convs):
+            stack.append(conv)
+            if self.batch_norm:
+                stack.append(keras.layers.BatchNormalization(name=f"bn_{i}"))
+            stack.append(keras.layers.ReLU(name=f"relu_{i}"))
+        stack.append(self._conv(self.channels, 1, 1, "conv_out", last=True))
+        return stack
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.channels:
+            raise ValueError(
+                f"CorrectionUnit(channels={self.channels}) needs inputs with "
+                f"{self.channels} channels. Received input shape: {input_shape}"
+            )
+        shape = tuple(input_shape)
+        for layer in self.stack:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+
+    def call(self, inputs, training=None):
+        residual = inputs
+        for layer in self.stack:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                residual = layer(residual, training=training)
+            else:
+                residual = layer(residual)
+        return inputs + residual
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def multiply_adds(self, height: int, width: int) -> int:
+        """Multiply-accumulates of one forward pass on a `height x width` map.
+
+        Counts conv kernels only, as Table 10 of the paper does for its
+        "FLOPs" (for 72 channels, k=5 on AlexNet's 55x55 conv1 map: 8.15e8).
+
+        Example:
+
+        >>> CorrectionUnit(192).multiply_adds(13, 13)
+        124600320
+        """
+        total = 0
+        in_channels = self.channels
+        for layer in self.stack:
+            if isinstance(layer, keras.layers.Conv2D):
+                kh, kw = layer.kernel_size
+                total += kh * kw * in_channels * layer.filters
+                in_channels = layer.filters
+        return total * int(height) * int(width)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "channels": self.channels,
+                "preset": self.preset,
+                "kernel_size": self.kernel_size,
+                "width": self.width,
+                "dilation_rates": list(self.dilation_rates),
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "kernel_regularizer": keras.regularizers.serialize(
+                    self.kernel_regularizer
+                )
+                if self.kernel_regularizer is not None
+                else None,
+            }
+        )
+        return config
