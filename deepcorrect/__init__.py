@@ -1,6 +1,7 @@
 """deepcorrect package."""
 
-# Correction units and wrap.
+# Correction units, wrap and the fine-tuning baselines.
+from deepcorrect.baselines import finetune, reinitialized
 from deepcorrect.layers import GatherChannels, ScatterChannels
 from deepcorrect.surgery import correction_units, wrap
 from deepcorrect.units import UNIT_PRESETS, CorrectionUnit

@@ -1,0 +1,194 @@
+"""Baselines DeepCorrect is compared against: Finetune-k and plain re-training.
+
+Finetune-k (Section 5.1.1 of the paper) fine-tunes the first k conv layers of
+a pretrained model, counted from the input, on a mix of clean and distorted
+images, and leaves the rest unchanged; `k="all"` fine-tunes every layer.
+Plain re-training trains the same architecture from freshly initialised
+weights.
+
+Both return a copy: the input model is never modified. Frozen layers have
+`trainable=False`; in Keras 3 a frozen `BatchNormalization` layer also runs in
+inference mode during training (it normalises with its moving statistics and
+does not update them), unlike Keras 1/2, where a frozen BN still used batch
+statistics.
+
+Example:
+
+```python
+import keras
+import deepcorrect
+
+pretrained = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3))
+model = deepcorrect.finetune(pretrained, 3)  # Finetune-3
+model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+              loss="sparse_categorical_crossentropy")
+```
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import keras
+import numpy as np
+
+from deepcorrect.surgery import CONV_LAYER_TYPES, is_model, leaf_layers
+
+LayerCount = Union[int, str]
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """A structural copy of `model` with its weights copied (not shared).
+
+    Nested models stay nested. Every layer is trainable in the copy.
+
+    Args:
+        model: a built Functional or Sequential model.
+
+    Returns:
+        The copy.
+
+    Example:
+
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> c = copy_model(m)
+    >>> all((a == b).all() for a, b in zip(m.get_weights(), c.get_weights()))
+    True
+    """
+    if not is_model(model):
+        raise ValueError(
+            "model must be a Functional or Sequential Keras model. "
+            f"Received: model of type {type(model).__name__}"
+        )
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.trainable = True
+    return copy
+
+
+def _producer(layer: keras.layers.Layer):
+    """The operation whose output `layer` consumes, or None if ambiguous."""
+    try:
+        tensor = layer.input
+    except (AttributeError, ValueError):
+        return None  # shared layer or never called
+    history = getattr(tensor, "_keras_history", None)
+    return history.operation if history is not None else None
+
+
+def finetune_layer_names(
+    model: keras.Model, k: LayerCount, train_batch_norm: bool = True
+) -> list[str]:
+    """Names of the layers Finetune-k trains.
+
+    Args:
+        model: the pretrained model.
+        k: number of conv layers to fine-tune, counted from the input in graph
+            order, or `"all"` for every layer.
+        train_batch_norm: also train each `BatchNormalization` layer that
+            directly follows one of those conv layers. Defaults to True.
+
+    Returns:
+        Layer names, in graph order.
+
+    Example:
+
+    >>> m = keras.Sequential([keras.Input((8, 8, 3)),
+    ...                       keras.layers.Conv2D(4, 3, name="c1"),
+    ...                       keras.layers.BatchNormalization(name="bn1"),
+    ...                       keras.layers.Conv2D(4, 3, name="c2")])
+    >>> finetune_layer_names(m, 1)
+    ['c1', 'bn1']
+    """
+    leaves = leaf_layers(model)
+    convs = [layer for layer in leaves if isinstance(layer, CONV_LAYER_TYPES)]
+    if not convs:
+        raise ValueError(
+            f"model {model.name!r} has no conv layers "
+            f"({', '.join(t.__name__ for t in CONV_LAYER_TYPES)}) to fine-tune."
+        )
+    if k == "all":
+        return [layer.name for layer in leaves]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (
+        1 <= k <= len(convs)
+    ):
+        raise ValueError(
+            f"k must be an integer in [1, {len(convs)}] (the model has "
+            f"{len(convs)} conv layers) or 'all'. Received: k={k!r}"
+        )
+    chosen = {id(layer) for layer in convs[: int(k)]}
+    if train_batch_norm:
+        for layer in leaves:
+            if isinstance(layer, keras.layers.BatchNormalization) and id(
+                _producer(layer)
+            ) in chosen:
+                chosen.add(id(layer))
+    return [layer.name for layer in leaves if id(layer) in chosen]
+
+
+def finetune(
+    pretrained: keras.Model, k: LayerCount, train_batch_norm: bool = True
+) -> keras.Model:
+    """Finetune-k: a copy of `pretrained` whose first k conv layers train.
+
+    The first `k` conv layers (Conv2D, DepthwiseConv2D, SeparableConv2D,
+    Conv2DTranspose; in graph order from the input) and, by default, the batch
+    norm layers directly after them are trainable; every other layer is
+    frozen (`trainable=False`, which in Keras 3 also keeps a frozen
+    `BatchNormalization` in inference mode during training). `k="all"` makes
+    every layer trainable (the paper's Finetune-9 / Finetune-8).
+
+    Args:
+        pretrained: a Functional or Sequential model; not modified.
+        k: number of conv layers to fine-tune, or `"all"`.
+        train_batch_norm: also train the BN layers directly following the
+            fine-tuned conv layers. Defaults to True.
+
+    Returns:
+        A new model with the pretrained weights copied.
+
+    Raises:
+        ValueError: if `k` is not in `[1, number of conv layers]` or `"all"`,
+            or the model has no conv layers.
+
+    Example:
+
+    >>> m = keras.Sequential([keras.Input((8, 8, 3)),
+    ...                       keras.layers.Conv2D(4, 3, name="c1"),
+    ...                       keras.layers.Conv2D(4, 3, name="c2")])
+    >>> [w.path for w in finetune(m, 1).trainable_weights]
+    ['c1/kernel', 'c1/bias']
+    """
+    names = set(finetune_layer_names(pretrained, k, train_batch_norm))
+    model = copy_model(pretrained)
+    for layer in leaf_layers(model):
+        layer.trainable = layer.name in names
+    return model
+
+
+def reinitialized(pretrained: keras.Model) -> keras.Model:
+    """Plain re-training: the same architecture with fresh, trainable weights.
+
+    Weights are drawn from each layer's initializers; call
+    `keras.utils.set_random_seed(seed)` first for a reproducible draw.
+
+    Args:
+        pretrained: a Functional or Sequential model; not modified.
+
+    Returns:
+        A new, untrained model of the same architecture.
+
+    Example:
+
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> reinitialized(m).count_params() == m.count_params()
+    True
+    """
+    if not is_model(pretrained):
+        raise ValueError(
+            "pretrained must be a Functional or Sequential Keras model. "
+            f"Received: pretrained of type {type(pretrained).__name__}"
+        )
+    model = keras.models.clone_model(pretrained)
+    model.trainable = True
+    return model
