@@ -13,8 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import numpy as np
-
 
 def _steps(start: float, stop: float, step: float) -> tuple[float, ...]:
     n = int(round((stop - start) / step)) + 1
@@ -107,6 +105,12 @@ def blur_window(preset: str) -> str:
     return PRESETS[preset]["meta"].get("blur_window", "4sigma+1")
 
 
-def as_array(preset: str, distortion: str) -> np.ndarray:
-    """Returns the levels as a float32 NumPy array."""
-    return np.asarray(levels(preset, distortion), np.float32)
+def options(preset: str) -> dict[str, dict]:
+    """Returns the per-distortion options a preset implies (its blur window).
+
+    Example:
+
+    >>> options("qrnet")
+    {'gaussian_blur': {'window': '4sigma-1'}}
+    """
+    return {"gaussian_blur": {"window": blur_window(preset)}}

@@ -1,0 +1,261 @@
+"""Dataset loaders: CIFAR-10, Fashion-MNIST, image folders, ImageNet-style crops.
+
+Every loader accepts a local path (these machines have no internet) and falls
+back to Keras's download when none is given and no local copy exists.
+
+Example:
+
+>>> (x, y), _ = load_cifar10("../shared/data/cifar10/cifar10.npz")  # doctest: +SKIP
+>>> x.shape, x.dtype
+((50000, 32, 32, 3), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+ON_BAD_FILE = ("skip", "raise")
+MAX_PIXELS = 100_000_000
+
+Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _existing(path: str | os.PathLike, kind: str = "file") -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"path does not exist: {p}")
+    if kind == "file" and not p.is_file():
+        raise ValueError(f"path must be a file, not a directory: {p}")
+    if kind == "dir" and not p.is_dir():
+        raise ValueError(f"path must be a directory: {p}")
+    return p
+
+
+def load_cifar10(path: str | os.PathLike | None = None) -> Arrays:
+    """Loads CIFAR-10 as uint8 NHWC arrays.
+
+    Args:
+        path: An `.npz` with `x_train, y_train, x_test, y_test` (as
+            `../shared/data/cifar10/cifar10.npz`). `None` uses
+            `keras.datasets.cifar10` (downloads once).
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`, labels as int64 `[N]`.
+    """
+    if path is None:
+        import keras
+
+        (xt, yt), (xv, yv) = keras.datasets.cifar10.load_data()
+    else:
+        with np.load(_existing(path), allow_pickle=False) as d:
+            xt, yt, xv, yv = d["x_train"], d["y_train"], d["x_test"], d["y_test"]
+    return (xt, yt.reshape(-1).astype(np.int64)), (xv, yv.reshape(-1).astype(np.int64))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load_fashion_mnist(path: str | os.PathLike | None = None) -> Arrays:
+    """Loads Fashion-MNIST as uint8 `[N, 28, 28, 1]` arrays.
+
+    Args:
+        path: A folder with the four original idx files (gzipped or not).
+            `None` uses `/usr/share/datasets/fashion-mnist` (Debian package
+            `dataset-fashion-mnist`) if present, else `keras.datasets`.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`, labels as int64 `[N]`.
+    """
+    folder = Path(path) if path is not None else FASHION_MNIST_DIR
+    if path is None and not folder.is_dir():
+        import keras
+
+        (xt, yt), (xv, yv) = keras.datasets.fashion_mnist.load_data()
+    else:
+        _existing(folder, "dir")
+
+        def read(stem):
+            for name in (stem + ".gz", stem):
+                if (folder / name).exists():
+                    return _read_idx(folder / name)
+            raise ValueError(f"missing Fashion-MNIST file {stem}(.gz) in {folder}")
+
+        xt, yt = read("train-images-idx3-ubyte"), read("train-labels-idx1-ubyte")
+        xv, yv = read("t10k-images-idx3-ubyte"), read("t10k-labels-idx1-ubyte")
+    return (xt[..., None], yt.astype(np.int64)), (xv[..., None], yv.astype(np.int64))
+
+
+@dataclass
+class ImageFolder:
+    """Images read from a folder, with their labels and what was skipped."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    files: list[str]
+    class_names: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+
+def center_crop(image, size: int, short_side: int | None = None):
+    """Resizes a PIL image's short side, then crops its center square.
+
+    Args:
+        image: A `PIL.Image`.
+        size: Side of the square crop.
+        short_side: Short side after resizing; `None` keeps 256/224 of `size`
+            (the usual ImageNet evaluation ratio).
+
+    Returns:
+        A `PIL.Image` of `size` x `size`.
+    """
+    from PIL import Image
+
+    short_side = short_side or int(round(size * 256 / 224))
+    w, h = image.size
+    scale = short_side / min(w, h)
+    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))),
+                         Image.BILINEAR)
+    w, h = image.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def read_image(path: str | os.PathLike, size: int | None = None, short_side: int | None = None,
+               channels: int = 3) -> np.ndarray:
+    """Reads one image file as uint8 HWC, optionally center-cropped.
+
+    Raises:
+        ValueError: For a missing, empty, truncated, huge or non-image file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    p = _existing(path)
+    if p.stat().st_size == 0:
+        raise ValueError(f"image file is empty (0 bytes): {p}")
+    try:
+        with Image.open(p) as im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                raise ValueError(f"image is too large ({im.size[0]}x{im.size[1]} pixels, "
+                                 f"at most {MAX_PIXELS}): {p}")
+            im.load()
+            im = im.convert("RGB" if channels == 3 else "L")
+            if size is not None:
+                im = center_crop(im, size, short_side)
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"not a readable image ({type(e).__name__}: {e}): {p}") from None
+    return arr if channels == 3 else arr[..., None]
+
+
+def load_image_folder(path: str | os.PathLike, size: int = 224, short_side: int | None = None,
+                      on_bad_file: str = "skip", limit: int | None = None) -> ImageFolder:
+    """Loads a folder of photos: class subfolders, or files plus `labels.csv`.
+
+    With a `labels.csv` (columns `file,label[,name]`, as
+    `../shared/data/imagenet-samples`), labels are its integer `label` column;
+    otherwise each subfolder is a class, numbered in sorted order.
+
+    Args:
+        path: The folder.
+        size: Side of the center crop (the short side is resized first).
+        short_side: Short side before cropping (default 256/224 of `size`).
+        on_bad_file: "skip" (default: skip unreadable files and list them in
+            `skipped`) or "raise".
+        limit: Read at most this many images (in file order).
+
+    Returns:
+        An `ImageFolder` with uint8 images `[N, size, size, 3]`.
+    """
+    if on_bad_file not in ON_BAD_FILE:
+        raise ValueError(f"on_bad_file must be one of {ON_BAD_FILE}. Received: on_bad_file={on_bad_file!r}")
+    root = _existing(path, "dir")
+    entries: list[tuple[Path, int]] = []
+    class_names: list[str] = []
+    table = root / "labels.csv"
+    if table.is_file():
+        names: dict[int, str] = {}
+        with open(table, newline="") as f:
+            for row in csv.DictReader(f):
+                entries.append((root / row["file"], int(row["label"])))
+                names[int(row["label"])] = row.get("name") or str(row["label"])
+        class_names = [names.get(i, str(i)) for i in range(max(names) + 1)] if names else []
+    else:
+        class_names = sorted(d.name for d in root.iterdir() if d.is_dir())
+        for i, name in enumerate(class_names):
+            entries += [(f, i) for f in sorted((root / name).iterdir()) if f.is_file()]
+    if limit is not None:
+        entries = entries[:limit]
+    images, labels, files, skipped = [], [], [], []
+    for file, label in entries:
+        try:
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                raise ValueError(f"not an image file (suffix {file.suffix!r}): {file}")
+            images.append(read_image(file, size, short_side))
+        except ValueError:
+            if on_bad_file == "raise":
+                raise
+            skipped.append(str(file))
+            continue
+        labels.append(label)
+        files.append(str(file))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {root}", stacklevel=2)
+    if not images:
+        raise ValueError(f"no readable images in {root}")
+    return ImageFolder(np.stack(images), np.asarray(labels, np.int64), files, class_names, skipped)
+
+
+# keras.applications name -> (module, default input size)
+APPLICATIONS = {
+    "MobileNetV2": ("mobilenet_v2", 224),
+    "MobileNet": ("mobilenet", 224),
+    "ResNet50": ("resnet50", 224),
+    "VGG16": ("vgg16", 224),
+    "InceptionV3": ("inception_v3", 299),
+    "EfficientNetB0": ("efficientnet", 224),
+}
+
+
+def preprocessor(name: str | None) -> Callable | None:
+    """Returns a `keras.applications` model's `preprocess_input` (copy-safe).
+
+    Args:
+        name: An application name from `APPLICATIONS` (e.g. "MobileNetV2"),
+            a module name (e.g. "mobilenet_v2"), or None for the identity.
+
+    Returns:
+        A function of float images on 0..255, or None.
+    """
+    if name is None:
+        return None
+    import keras
+
+    module = APPLICATIONS.get(name, (name, None))[0]
+    mod = getattr(keras.applications, module, None)
+    if mod is None or not hasattr(mod, "preprocess_input"):
+        raise ValueError(f"preprocess must be one of {sorted(APPLICATIONS)} or a keras.applications "
+                         f"module name. Received: preprocess={name!r}")
+
+    def preprocess(images):
+        import tensorflow as tf
+
+        # preprocess_input edits NumPy arrays in place: give it a tensor copy.
+        return mod.preprocess_input(tf.cast(images, tf.float32) + 0.0)
+
+    return preprocess

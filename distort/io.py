@@ -1,0 +1,57 @@
+"""Atomic file writes: a temporary file in the same folder, then a rename.
+
+A job killed mid-write leaves either the old file or the new one, never half
+of one.
+
+Example:
+
+>>> import tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "a.json")
+>>> atomic_write_text(path, "{}")
+>>> open(path).read()
+'{}'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a temporary path beside `path`; renames it onto `path` on success.
+
+    Example:
+
+    >>> import tempfile, os, numpy as np
+    >>> out = os.path.join(tempfile.mkdtemp(), "x.npy")
+    >>> with atomic_path(out) as tmp:
+    ...     np.save(tmp, np.zeros(2))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes text to `path` atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes bytes to `path` atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)

@@ -1,0 +1,242 @@
+"""`tf.data` pipelines that distort images on the fly.
+
+Three builders cover the papers' uses:
+
+- `training_dataset`: batches where a fraction of the images (half by
+  default, as DeepCorrect and QRNet do) is distorted at a per-image random
+  level, for fine-tuning classifiers or correction units.
+- `restoration_dataset`: `(distorted, (clean, label))` pairs for training a
+  restorer such as QRNet, half of every batch left clean.
+- `evaluation_datasets`: one dataset per level, for sweeps.
+
+Every builder maps whole batches, prefetches, and is deterministic under its
+`seed` (the seed of batch `b` is `[seed, b]`).
+
+Example:
+
+>>> import numpy as np
+>>> images = np.zeros([8, 32, 32, 3], np.uint8); labels = np.arange(8)
+>>> ds = training_dataset(images, labels, "awgn", [10, 20], batch_size=4, seed=0)
+>>> [tuple(x.shape) for x, y in ds]
+[(4, 32, 32, 3), (4, 32, 32, 3)]
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from distort import registry
+
+SAMPLINGS = ("choice", "uniform")
+
+
+def _as_dataset(images, labels=None) -> tf.data.Dataset:
+    if isinstance(images, tf.data.Dataset):
+        return images
+    if labels is None:
+        return tf.data.Dataset.from_tensor_slices(images)
+    if len(images) != len(labels):
+        raise ValueError(f"images and labels must have the same length. "
+                         f"Received: {len(images)} images and {len(labels)} labels")
+    return tf.data.Dataset.from_tensor_slices((images, labels))
+
+
+def _check_levels(name: str, levels: Sequence[float], sampling: str) -> np.ndarray:
+    registry.check_name(name)
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}. Received: sampling={sampling!r}")
+    levels = np.asarray(levels, np.float32).reshape(-1)
+    if levels.size == 0:
+        raise ValueError("levels must hold at least one level. Received: levels=[]")
+    if sampling == "uniform" and levels.size != 2:
+        raise ValueError(
+            f"levels must be (low, high) with sampling='uniform'. Received: levels={levels.tolist()}")
+    return levels
+
+
+def random_levels(levels, n, seed: tf.Tensor, sampling: str = "choice") -> tf.Tensor:
+    """Draws `n` per-image levels from a list ("choice") or a range ("uniform")."""
+    levels = tf.constant(levels, tf.float32)
+    if sampling == "uniform":
+        return tf.random.stateless_uniform([n], seed, levels[0], levels[1])
+    index = tf.random.stateless_uniform([n], seed, 0, tf.shape(levels)[0], dtype=tf.int32)
+    return tf.gather(levels, index)
+
+
+def distort_batch(images: tf.Tensor, distortions: dict[str, Sequence[float]], seed: tf.Tensor,
+                  fraction: float = 0.5, sampling: str = "choice", **options) -> tf.Tensor:
+    """Distorts the last `round(fraction * N)` images of a batch.
+
+    One distortion is drawn for the whole batch from `distortions` (QRNet's
+    Algorithm 1 draws the type per batch), then one level per image.
+
+    Args:
+        images: A batch, uint8 or float on 0..255.
+        distortions: Distortion name -> levels to draw from.
+        seed: A stateless seed of shape [2].
+        fraction: Fraction of the batch to distort, in [0, 1].
+        sampling: "choice" (levels is a list) or "uniform" (levels is a range).
+        **options: Options passed to every distortion (e.g. `window=`).
+
+    Returns:
+        The batch, its last images distorted, same dtype.
+    """
+    n = tf.shape(images)[0]
+    k = tf.cast(tf.round(fraction * tf.cast(n, tf.float32)), tf.int32)
+    clean, dirty = images[: n - k], images[n - k :]
+    names = sorted(distortions)
+    tables = {name: _check_levels(name, distortions[name], sampling) for name in names}
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+
+    def branch(name):
+        def fn():
+            lv = random_levels(tables[name], k, seeds[1], sampling)
+            if name == "camera_shake":
+                return registry.apply(dirty, name, 1, seed=seeds[2], **options)
+            if name == "combined":
+                return registry.apply(dirty, name, float(tables[name][-1]), seed=seeds[2], **options)
+            return registry.apply(dirty, name, lv, seed=seeds[2], **options)
+        return fn
+
+    if len(names) == 1:
+        out = branch(names[0])()
+    else:
+        which = tf.random.stateless_uniform([], seeds[0], 0, len(names), dtype=tf.int32)
+        out = tf.switch_case(which, [branch(nm) for nm in names])
+    return tf.concat([clean, tf.cast(out, images.dtype)], axis=0)
+
+
+def _normalise_distortions(distortion, levels) -> dict[str, Sequence[float]]:
+    if isinstance(distortion, dict):
+        if levels is not None:
+            raise ValueError("levels must be None when distortion is a dict of name -> levels")
+        return distortion
+    if levels is None:
+        raise ValueError("levels must be given when distortion is a name")
+    return {distortion: levels}
+
+
+def training_dataset(images, labels=None, distortion="gaussian_blur", levels=None, *,
+                     fraction: float = 0.5, batch_size: int = 32, seed: int = 0,
+                     shuffle: bool = True, repeat: bool = False, sampling: str = "choice",
+                     **options) -> tf.data.Dataset:
+    """Batches of `(images, labels)` with a fraction distorted at random levels.
+
+    Args:
+        images: uint8/float images `[N, H, W, C]`, or a `tf.data.Dataset` of
+            unbatched `(image, label)` pairs.
+        labels: Labels `[N]` when `images` is an array.
+        distortion: A distortion name, or a dict name -> levels (then
+            `levels` is None and one name is drawn per batch).
+        levels: Levels to draw from (a list), or `(low, high)` with
+            `sampling="uniform"`.
+        fraction: Fraction of every batch that is distorted (0.5 by default).
+        batch_size: Batch size, >= 1.
+        seed: Seed of the shuffling, the choice of distortion and levels, and
+            random distortions.
+        shuffle: Shuffle the images (with `seed`) before batching.
+        repeat: Repeat forever (then pass `steps_per_epoch` to `fit`).
+        sampling: "choice" or "uniform".
+        **options: Passed to the distortion (e.g. `window="4sigma-1"`).
+
+    Returns:
+        A prefetched `tf.data.Dataset` of `(images, labels)` batches, the
+        distorted images last in every batch.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1]. Received: fraction={fraction}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+    table = _normalise_distortions(distortion, levels)
+    for name, lv in table.items():
+        _check_levels(name, lv, sampling)
+    ds = _as_dataset(images, labels)
+    if shuffle:
+        ds = ds.shuffle(_cardinality_or(ds, 10_000), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size).enumerate()
+
+    def map_batch(step, batch):
+        x, y = batch if isinstance(batch, tuple) else (batch, None)
+        x = distort_batch(x, table, tf.stack([tf.constant(seed, tf.int64), step]), fraction,
+                          sampling, **options)
+        return (x, y) if y is not None else x
+
+    return ds.map(map_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
+        tf.data.AUTOTUNE)
+
+
+def restoration_dataset(images, labels=None, distortion="gaussian_blur", levels=None, *,
+                        fraction: float = 0.5, batch_size: int = 32, seed: int = 0,
+                        shuffle: bool = True, repeat: bool = False, sampling: str = "choice",
+                        **options) -> tf.data.Dataset:
+    """Batches of `(inputs, (targets, labels))` for training a restorer.
+
+    `inputs` are the images with a fraction distorted (see
+    `training_dataset`); `targets` are the clean images. Without labels the
+    batches are `(inputs, targets)`.
+
+    Returns:
+        A prefetched `tf.data.Dataset`; images are float32 on 0..255.
+    """
+    base = _as_dataset(images, labels)
+    if shuffle:
+        base = base.shuffle(_cardinality_or(base, 10_000), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        base = base.repeat()
+    table = _normalise_distortions(distortion, levels)
+    for name, lv in table.items():
+        _check_levels(name, lv, sampling)
+
+    def map_batch(step, batch):
+        x, y = batch if isinstance(batch, tuple) else (batch, None)
+        x = tf.cast(x, tf.float32)
+        noisy = distort_batch(x, table, tf.stack([tf.constant(seed, tf.int64), step]), fraction,
+                              sampling, **options)
+        return (noisy, (x, y)) if y is not None else (noisy, x)
+
+    return base.batch(batch_size).enumerate().map(
+        map_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_datasets(images, labels, distortion: str, levels: Sequence[float], *,
+                        batch_size: int = 64, seed: int = 0, include_clean: bool = True,
+                        **options) -> dict[float, tf.data.Dataset]:
+    """One dataset of `(distorted images, labels)` per level.
+
+    Args:
+        images: uint8/float images `[N, H, W, C]`.
+        labels: Labels `[N]`.
+        distortion: A distortion name.
+        levels: The levels to evaluate.
+        batch_size: Batch size.
+        seed: Seed of random distortions (batch `b` uses `[seed, b]`).
+        include_clean: Add the undistorted images under the level `None`.
+        **options: Passed to the distortion.
+
+    Returns:
+        A dict level -> dataset, in the order of `levels` (clean first).
+    """
+    registry.check_name(distortion)
+    out: dict = {}
+    base = _as_dataset(images, labels).batch(batch_size)
+    if include_clean:
+        out[None] = base.prefetch(tf.data.AUTOTUNE)
+    for level in levels:
+        def map_batch(step, batch, level=float(level)):
+            x, y = batch
+            return registry.apply(x, distortion, level, seed=tf.stack(
+                [tf.constant(seed, tf.int64), step]), **options), y
+
+        out[float(level)] = base.enumerate().map(map_batch, num_parallel_calls=tf.data.AUTOTUNE,
+                                                 deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return out
+
+
+def _cardinality_or(ds: tf.data.Dataset, default: int) -> int:
+    n = int(ds.cardinality())
+    return n if n > 0 else default
