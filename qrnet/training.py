@@ -554,8 +554,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     leaves a broken checkpoint.
 
     On `fit` start, a saved state of the same phase restores the weights and continues after
-    its epoch; a state of an earlier phase restores the weights and starts at epoch 0; a
-    later phase skips this `fit`.
+    its epoch (or skips the `fit` if early stopping had ended the phase); a state of an
+    earlier phase restores the weights and starts at epoch 0; a later phase skips this `fit`.
 
     Args:
         directory: checkpoint folder (created if needed).
@@ -612,7 +612,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         if saved_phase < this_phase:
             return
         self.model._initial_epoch = state["epoch"] + 1
-        if state.get("finished"):
+        if state.get("stopped"):
             self.model._initial_epoch = max(self.params.get("epochs", 0), state["epoch"] + 1)
         self.best = state.get("best", np.inf)
         self.history = state.get("history", [])
@@ -634,11 +634,12 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             self.best = value
             if restorer is not None:
                 self._save_restorer(restorer, "restorer_best.keras")
-        finished = bool(self.model.stop_training) or epoch + 1 >= self.params.get("epochs", 0)
+        # "stopped": early stopping ended the phase; a rerun does not train it further.
+        # Reaching the epoch limit does not count, so a rerun with more epochs continues.
         state = {
             "phase": self.phase,
             "epoch": epoch,
-            "finished": finished,
+            "stopped": bool(self.model.stop_training),
             "best": self.best,
             "history": self.history,
         }
