@@ -5,3 +5,6 @@ from deepcorrect.baselines import finetune, reinitialized
 from deepcorrect.layers import GatherChannels, ScatterChannels
 from deepcorrect.surgery import correction_units, wrap
 from deepcorrect.units import UNIT_PRESETS, CorrectionUnit
+
+# Correction-priority ranking (Algorithm 1).
+from deepcorrect.ranking import Ranking, rank, spearman

@@ -1,0 +1,1370 @@
+"""Correction-priority ranking of convolutional filters (Algorithm 1).
+
+DeepCorrect (Borkar and Karam, https://arxiv.org/abs/1705.02406, Section 4.1)
+ranks every filter `j` of a convolutional layer `i` by its correction priority
+
+    tau(i, j) = p_swp(i, j) - p_b,
+
+the top-1 accuracy on distorted images when the distorted output of filter `j`
+is replaced by its clean output, minus the accuracy on the distorted images.
+
+How it is computed here, for any Keras functional CNN:
+
+1. The model is flattened into a *program*: a topologically ordered list of
+   steps (one per layer call, nested models expanded), each reading and writing
+   named tensors. Nothing in the user's model is modified or re-wired.
+2. For one layer, the *site* tensor is its output (`"pre_activation"`; a conv
+   with a built-in activation is split into its linear part and the activation)
+   or the end of the batch-norm/activation chain that follows it
+   (`"post_activation"`).
+3. The *head* computes the site tensor, plus every *boundary* tensor that the
+   rest of the network reads from before the site (a residual shortcut, a
+   second branch), once for the clean and once for the distorted images.
+4. The *tail* runs only the steps downstream of the site. `K` filter swaps are
+   evaluated in one call by stacking `K` copies of the batch, copy `k` taking
+   channel `j_k` from the clean activations (`tf.where` on a one-hot mask, so
+   the swapped values are bit-exact copies).
+
+`method="approx"` replaces step 4 by a first-order estimate from one forward
+and backward pass per image: the loss change of a swap is approximated by
+`sum((a_clean - a_distorted) * dLoss/da)` over the filter's positions, and the
+priority is its negation.
+
+Example:
+
+```python
+import numpy as np
+import keras
+from deepcorrect.ranking import rank
+
+inputs = keras.Input((8, 8, 3))
+x = keras.layers.Conv2D(4, 3, padding="same", name="conv1")(inputs)
+x = keras.layers.ReLU()(x)
+x = keras.layers.GlobalAveragePooling2D()(x)
+outputs = keras.layers.Dense(3, activation="softmax")(x)
+model = keras.Model(inputs, outputs, name="tiny")
+
+rng = np.random.default_rng(0)
+images = rng.uniform(0, 255, (16, 8, 8, 3)).astype("float32")
+labels = rng.integers(0, 3, 16)
+
+def noise(x, level, seed):
+    return x + np.random.default_rng(seed).normal(0, level, x.shape)
+
+ranking = rank(model, images, labels, noise, levels=[20.0, 40.0],
+               preprocess=lambda x: x / 255.0, progress=False)
+ranking.priorities["conv1"].shape   # (4,)
+ranking.top("conv1", 0.5)           # indices of the 2 most susceptible
+```
+
+The module needs the TensorFlow backend of Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+FORMAT_VERSION = 1
+
+SITES = ("pre_activation", "post_activation")
+SCORES = ("gain", "relative_error")
+METHODS = ("exact", "approx")
+APPROX_SCORE = "first_order_loss"
+
+# The convolution classes whose output channels are ranked.
+CONV_TYPES: tuple[type, ...] = tuple(
+    getattr(keras.layers, name)
+    for name in (
+        "Conv1D",
+        "Conv2D",
+        "Conv3D",
+        "Conv1DTranspose",
+        "Conv2DTranspose",
+        "Conv3DTranspose",
+        "DepthwiseConv1D",
+        "DepthwiseConv2D",
+        "SeparableConv1D",
+        "SeparableConv2D",
+    )
+    if hasattr(keras.layers, name)
+)
+
+# Layers that make up the "BN/activation chain" after a conv: per-channel maps
+# that keep the channel count and are what `site="post_activation"` walks.
+CHAIN_TYPES: tuple[type, ...] = tuple(
+    getattr(keras.layers, name)
+    for name in (
+        "BatchNormalization",
+        "Activation",
+        "ReLU",
+        "LeakyReLU",
+        "PReLU",
+        "ELU",
+    )
+    if hasattr(keras.layers, name)
+)
+
+# Keep all levels' distorted images in memory up to this many bytes; above it,
+# they are recomputed for every layer.
+DISTORTED_CACHE_BYTES = 1 << 30
+
+Distortion = str | Callable[[np.ndarray, float, int], Any]
+
+
+# --------------------------------------------------------------------------
+# The Ranking result
+# --------------------------------------------------------------------------
+
+
+def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes `text` to `path` through a temporary file and `os.replace`."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _top_count(beta: float, n: int) -> int:
+    """`ceil(beta * n)` filters, at least 1 (a 1e-9 guard absorbs float error)."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.number)):
+        raise ValueError(f"beta must be a number in (0, 1]. Received: beta={beta!r}")
+    if not 0.0 < float(beta) <= 1.0:
+        raise ValueError(f"beta must be in (0, 1]. Received: beta={beta!r}")
+    return min(n, max(1, math.ceil(float(beta) * n - 1e-9)))
+
+
+@dataclasses.dataclass
+class Ranking:
+    """Correction priorities of the filters of some conv layers of one model.
+
+    Attributes:
+        priorities: `{layer_name: np.ndarray}`, one float per output channel
+            (filter) of the layer; larger means more worth correcting. A
+            partial ranking (computed with `filters=(start, stop)`) holds NaN
+            for the filters it did not compute; `Ranking.merge` fills them in.
+        model_name: `model.name` of the ranked model.
+        filter_counts: `{layer_name: number of filters}`.
+        distortion: distortion name (or the callable's `__name__`).
+        levels: the distortion levels averaged over.
+        score: `"gain"` (the paper's signed top-1 gain), `"relative_error"`
+            (`|err_swap - err_ref| / err_ref`, the original code), or
+            `"first_order_loss"` (the approximate method).
+        site: `"pre_activation"` or `"post_activation"`.
+        method: `"exact"` or `"approx"`.
+        num_images: number of ranking images.
+        baseline_accuracy: top-1 accuracy on the distorted images, per level
+            (`p_b`; empty for the approximate method).
+        extra: free-form JSON-serialisable metadata (seed, filter ranges).
+
+    Example:
+
+    >>> import numpy as np
+    >>> r = Ranking({"conv1": np.array([0.1, 0.3, 0.3, 0.0])},
+    ...             model_name="m", filter_counts={"conv1": 4})
+    >>> r.order("conv1").tolist()
+    [1, 2, 0, 3]
+    >>> r.top("conv1", 0.5).tolist()
+    [1, 2]
+    """
+
+    priorities: dict[str, np.ndarray]
+    model_name: str
+    filter_counts: dict[str, int]
+    distortion: str = ""
+    levels: list[float] = dataclasses.field(default_factory=list)
+    score: str = "gain"
+    site: str = "pre_activation"
+    method: str = "exact"
+    num_images: int = 0
+    baseline_accuracy: list[float] = dataclasses.field(default_factory=list)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.priorities = {
+            name: np.asarray(values, dtype=np.float64).reshape(-1)
+            for name, values in self.priorities.items()
+        }
+        self.filter_counts = {k: int(v) for k, v in self.filter_counts.items()}
+        for name, values in self.priorities.items():
+            if name not in self.filter_counts:
+                raise ValueError(f"Missing filter count for layer {name!r}.")
+            if values.size != self.filter_counts[name]:
+                raise ValueError(
+                    f"Layer {name!r} has {self.filter_counts[name]} filters but "
+                    f"{values.size} priorities."
+                )
+
+    # ---- access -----------------------------------------------------------
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Ranked layer names, in model order."""
+        return list(self.priorities)
+
+    def is_complete(self, layer_name: str | None = None) -> bool:
+        """Whether every filter (of one layer, or of all) has a priority."""
+        names = self.layer_names if layer_name is None else [layer_name]
+        return all(
+            not np.isnan(self._values(name)).any() for name in names
+        )
+
+    def _values(self, layer_name: str) -> np.ndarray:
+        if layer_name not in self.priorities:
+            raise ValueError(
+                f"Unknown layer_name={layer_name!r}. Ranked layers: "
+                f"{self.layer_names}"
+            )
+        return self.priorities[layer_name]
+
+    def _complete_values(self, layer_name: str) -> np.ndarray:
+        values = self._values(layer_name)
+        if np.isnan(values).any():
+            missing = np.flatnonzero(np.isnan(values))
+            raise ValueError(
+                f"Layer {layer_name!r} is only partly ranked ({missing.size} "
+                f"filters missing, e.g. {missing[:5].tolist()}); merge the "
+                "parts with Ranking.merge first."
+            )
+        return values
+
+    def order(self, layer_name: str) -> np.ndarray:
+        """Filter indices of a layer by descending priority.
+
+        Ties keep the lower index first (a stable sort).
+
+        Args:
+            layer_name: a ranked layer.
+
+        Returns:
+            An int array holding a permutation of `range(N)`.
+        """
+        values = self._complete_values(layer_name)
+        return np.argsort(-values, kind="stable")
+
+    def top(self, layer_name: str, beta: float) -> np.ndarray:
+        """The `ceil(beta * N)` highest-priority filters of a layer.
+
+        Rounding is up (at least `beta` of the filters are returned) and at
+        least one filter is returned: beta=0.5 of 96 gives 48, of 7 gives 4.
+
+        Args:
+            layer_name: a ranked layer.
+            beta: fraction of filters, in (0, 1].
+
+        Returns:
+            Indices in descending priority order.
+        """
+        values = self._complete_values(layer_name)
+        return self.order(layer_name)[: _top_count(beta, values.size)]
+
+    def global_order(self) -> list[tuple[str, int]]:
+        """All filters of all layers by descending priority.
+
+        Ties go to the earlier layer, then the lower index.
+
+        Returns:
+            A list of `(layer_name, filter_index)` pairs.
+        """
+        keys = [
+            (-float(v), li, j)
+            for li, name in enumerate(self.layer_names)
+            for j, v in enumerate(self._complete_values(name))
+        ]
+        keys.sort()
+        names = self.layer_names
+        return [(names[li], j) for _, li, j in keys]
+
+    def global_top(self, beta: float) -> dict[str, np.ndarray]:
+        """The top `ceil(beta * total)` filters over all layers (global ranking).
+
+        Args:
+            beta: fraction of all ranked filters, in (0, 1].
+
+        Returns:
+            `{layer_name: indices}` for every ranked layer, each in descending
+            priority order (possibly empty).
+        """
+        pairs = self.global_order()
+        chosen = pairs[: _top_count(beta, len(pairs))]
+        return {
+            name: np.array([j for n, j in chosen if n == name], dtype=np.int64)
+            for name in self.layer_names
+        }
+
+    # ---- checks, serialisation -------------------------------------------
+
+    def check_model(self, model: keras.Model) -> None:
+        """Raises ValueError if this ranking was not made for `model`.
+
+        The model name must match, and every ranked layer must be a conv layer
+        of `model` with the recorded number of filters.
+        """
+        if model.name != self.model_name:
+            raise ValueError(
+                f"Ranking was made for model {self.model_name!r}, not for "
+                f"model {model.name!r} (model name differs)."
+            )
+        convs = {layer.name: layer for layer in _conv_layers(model)}
+        for name, count in self.filter_counts.items():
+            if name not in convs:
+                raise ValueError(
+                    f"Ranking layer {name!r} is not a conv layer of model "
+                    f"{model.name!r} (layer names differ)."
+                )
+            actual = _filter_count(convs[name])
+            if actual != count:
+                raise ValueError(
+                    f"Ranking layer {name!r} has {count} filters but the "
+                    f"model's layer has {actual} (filter counts differ)."
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; NaN (not computed) is written as `null`."""
+        return {
+            "format": "deepcorrect.ranking",
+            "version": FORMAT_VERSION,
+            "model_name": self.model_name,
+            "layer_names": self.layer_names,
+            "filter_counts": self.filter_counts,
+            "distortion": self.distortion,
+            "levels": [float(v) for v in self.levels],
+            "score": self.score,
+            "site": self.site,
+            "method": self.method,
+            "num_images": int(self.num_images),
+            "baseline_accuracy": [float(v) for v in self.baseline_accuracy],
+            "extra": self.extra,
+            "priorities": {
+                name: [None if np.isnan(v) else float(v) for v in values]
+                for name, values in self.priorities.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Ranking":
+        """Inverse of `to_dict`."""
+        if data.get("format") != "deepcorrect.ranking":
+            raise ValueError("Not a deepcorrect ranking (missing format tag).")
+        if int(data.get("version", -1)) > FORMAT_VERSION:
+            raise ValueError(
+                f"Ranking format version {data['version']} is newer than "
+                f"this library's {FORMAT_VERSION}."
+            )
+        priorities = {
+            name: np.array(
+                [np.nan if v is None else v for v in data["priorities"][name]],
+                dtype=np.float64,
+            )
+            for name in data["layer_names"]
+        }
+        return cls(
+            priorities=priorities,
+            model_name=data["model_name"],
+            filter_counts=dict(data["filter_counts"]),
+            distortion=data.get("distortion", ""),
+            levels=list(data.get("levels", [])),
+            score=data.get("score", "gain"),
+            site=data.get("site", "pre_activation"),
+            method=data.get("method", "exact"),
+            num_images=int(data.get("num_images", 0)),
+            baseline_accuracy=list(data.get("baseline_accuracy", [])),
+            extra=dict(data.get("extra", {})),
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the ranking as JSON (atomically: temp file, then rename)."""
+        _atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, model: keras.Model | None = None
+    ) -> "Ranking":
+        """Reads a ranking saved with `save`.
+
+        Args:
+            path: JSON file.
+            model: if given, the ranking must have been made for it (same
+                model name, layer names and filter counts), else ValueError.
+
+        Returns:
+            The `Ranking`.
+        """
+        with open(path, encoding="utf-8") as f:
+            ranking = cls.from_dict(json.load(f))
+        if model is not None:
+            ranking.check_model(model)
+        return ranking
+
+    @classmethod
+    def merge(cls, parts: Sequence["Ranking"]) -> "Ranking":
+        """Combines rankings computed on different layers or filter ranges.
+
+        The parts must agree on the model, distortion, levels, score, site,
+        method and number of images. A filter computed by several parts must
+        have the same priority in each.
+
+        Args:
+            parts: rankings, e.g. from `rank(..., layers=[...])` or
+                `rank(..., filters=(start, stop))` run in separate processes.
+
+        Returns:
+            One `Ranking`; layers keep model order (the order of first
+            appearance across the parts).
+        """
+        parts = list(parts)
+        if not parts:
+            raise ValueError("merge needs at least one part. Received: parts=[]")
+        first = parts[0]
+        fields = ("model_name", "distortion", "levels", "score", "site",
+                  "method", "num_images")
+        for part in parts[1:]:
+            for field in fields:
+                a, b = getattr(first, field), getattr(part, field)
+                if list(np.atleast_1d(a)) != list(np.atleast_1d(b)):
+                    raise ValueError(
+                        f"Cannot merge rankings with different {field}: "
+                        f"{a!r} vs {b!r}."
+                    )
+            if part.baseline_accuracy and first.baseline_accuracy and not (
+                np.allclose(part.baseline_accuracy, first.baseline_accuracy)
+            ):
+                raise ValueError(
+                    "Cannot merge rankings with different baseline_accuracy "
+                    "(different images or distortion seeds?)."
+                )
+        priorities: dict[str, np.ndarray] = {}
+        counts: dict[str, int] = {}
+        for part in parts:
+            for name, values in part.priorities.items():
+                if name not in priorities:
+                    priorities[name] = values.copy()
+                    counts[name] = part.filter_counts[name]
+                    continue
+                if counts[name] != part.filter_counts[name]:
+                    raise ValueError(
+                        f"Cannot merge: layer {name!r} has "
+                        f"{counts[name]} vs {part.filter_counts[name]} filters."
+                    )
+                current = priorities[name]
+                both = ~np.isnan(current) & ~np.isnan(values)
+                if not np.allclose(current[both], values[both]):
+                    raise ValueError(
+                        f"Cannot merge: layer {name!r} has conflicting "
+                        "priorities for filters computed by several parts."
+                    )
+                fill = np.isnan(current)
+                current[fill] = values[fill]
+        extra = dict(first.extra)
+        extra.pop("filters", None)
+        return cls(
+            priorities=priorities,
+            model_name=first.model_name,
+            filter_counts=counts,
+            distortion=first.distortion,
+            levels=list(first.levels),
+            score=first.score,
+            site=first.site,
+            method=first.method,
+            num_images=first.num_images,
+            baseline_accuracy=list(first.baseline_accuracy),
+            extra=extra,
+        )
+
+
+def spearman(a: Ranking, b: Ranking, layer_name: str | None = None) -> float:
+    """Spearman rank correlation between two rankings' priorities.
+
+    Args:
+        a: a ranking.
+        b: another ranking of the same layers.
+        layer_name: one layer, or None to pool the per-layer correlations
+            (their mean over the layers both rankings hold).
+
+    Returns:
+        The correlation in [-1, 1] (NaN if a layer's priorities are constant).
+    """
+    from scipy import stats
+
+    names = [layer_name] if layer_name else [
+        n for n in a.layer_names if n in b.priorities
+    ]
+    if not names:
+        raise ValueError("The rankings share no layer.")
+    rhos = [
+        stats.spearmanr(a._complete_values(n), b._complete_values(n))[0]
+        for n in names
+    ]
+    return float(np.mean(rhos))
+
+
+# --------------------------------------------------------------------------
+# The flat program: a model as an ordered list of steps on named tensors
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Step:
+    """One layer call: reads `inputs`, writes `outputs` (tensor keys)."""
+
+    layer: Any
+    inputs: tuple[Hashable, ...]
+    outputs: tuple[Hashable, ...]
+    fn: Callable[[dict[Hashable, Any]], list[Any]]
+
+
+def _call_layer(layer: Any, *args: Any, **kwargs: Any) -> Any:
+    """Calls a layer in inference mode (as `Functional.call(training=False)`)."""
+    if "training" in getattr(layer, "_call_context_args", ()):
+        kwargs["training"] = False
+    return layer(*args, **kwargs)
+
+
+def _node_step(node: Any, key: Callable[[Any], Hashable]) -> _Step:
+    """A step for a Keras graph node, with argument tensors read by key."""
+    arguments = node.arguments
+    tensors = list(arguments.keras_tensors)
+    keymap = {id(t): key(t) for t in tensors}
+    layer = node.operation
+
+    def fill(x: Any, values: dict) -> Any:
+        if isinstance(x, keras.KerasTensor):
+            return values[keymap[id(x)]]
+        return x
+
+    def fn(values: dict) -> list[Any]:
+        args = keras.tree.map_structure(lambda x: fill(x, values), arguments.args)
+        kwargs = keras.tree.map_structure(
+            lambda x: fill(x, values), arguments.kwargs
+        )
+        return keras.tree.flatten(_call_layer(layer, *args, **kwargs))
+
+    return _Step(
+        layer=layer,
+        inputs=tuple(keymap[id(t)] for t in tensors),
+        outputs=tuple(key(t) for t in node.outputs),
+        fn=fn,
+    )
+
+
+def _functional_of(model: Any) -> Any:
+    """The Functional graph behind a Functional or built Sequential model."""
+    if isinstance(model, keras.Sequential):
+        graph = getattr(model, "_functional", None)
+        if graph is None:
+            raise ValueError(
+                f"Sequential model {model.name!r} has no graph yet: give it an "
+                "Input (keras.Input) or build it with an input shape first."
+            )
+        return graph
+    if not hasattr(model, "_nodes_by_depth"):
+        raise ValueError(
+            f"Only functional and Sequential Keras models can be ranked; "
+            f"{model.name!r} is a subclassed {type(model).__name__}."
+        )
+    return model
+
+
+def _is_graph_model(op: Any) -> bool:
+    return isinstance(op, keras.Model) and (
+        isinstance(op, keras.Sequential) or hasattr(op, "_nodes_by_depth")
+    )
+
+
+def _flatten_graph(
+    model: Any, alias: dict[int, Hashable], steps: list[_Step]
+) -> None:
+    """Appends `model`'s steps (nested models expanded) in topological order."""
+    graph = _functional_of(model)
+
+    def key(t: Any) -> Hashable:
+        return alias.get(id(t), id(t))
+
+    by_depth = graph._nodes_by_depth
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
+            if not node.operation or node.is_input:
+                continue
+            op = node.operation
+            if _is_graph_model(op):
+                inner = _functional_of(op)
+                outer_in = list(node.arguments.keras_tensors)
+                if len(outer_in) != len(inner.inputs):
+                    raise ValueError(
+                        f"Nested model {op.name!r} is called with "
+                        f"{len(outer_in)} tensors but has "
+                        f"{len(inner.inputs)} inputs."
+                    )
+                for t_in, t_outer in zip(inner.inputs, outer_in):
+                    alias[id(t_in)] = key(t_outer)
+                _flatten_graph(op, alias, steps)
+                for t_out, t_inner in zip(node.outputs, inner.outputs):
+                    alias[id(t_out)] = key(t_inner)
+            else:
+                steps.append(_node_step(node, key))
+
+
+def _linear_clone(layer: Any, input_shape: Any) -> Any:
+    """A copy of a conv layer with `activation="linear"` and the same weights."""
+    config = layer.get_config()
+    config["activation"] = "linear"
+    config["name"] = layer.name + "_linear"
+    clone = type(layer).from_config(config)
+    clone.build(input_shape)
+    clone.set_weights(layer.get_weights())
+    return clone
+
+
+def _has_activation(layer: Any) -> bool:
+    act = getattr(layer, "activation", None)
+    return act is not None and getattr(act, "__name__", "") != "linear"
+
+
+class _Program:
+    """A model as an ordered list of steps on keyed tensors.
+
+    Args:
+        model: a functional or Sequential Keras model with one input and one
+            output (the class scores).
+        split: conv layers with a built-in activation to split into a linear
+            step (whose output is keyed `("linear", layer.name)`) and an
+            activation step.
+    """
+
+    def __init__(self, model: keras.Model, split: Iterable[Any] = ()) -> None:
+        graph = _functional_of(model)
+        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+            raise ValueError(
+                f"rank needs a model with one input and one output; "
+                f"{model.name!r} has {len(graph.inputs)} and "
+                f"{len(graph.outputs)}."
+            )
+        alias: dict[int, Hashable] = {}
+        steps: list[_Step] = []
+        _flatten_graph(model, alias, steps)
+        self.input = alias.get(id(graph.inputs[0]), id(graph.inputs[0]))
+        self.output = alias.get(id(graph.outputs[0]), id(graph.outputs[0]))
+        split_ids = {id(layer) for layer in split}
+        self.steps: list[_Step] = []
+        for step in steps:
+            if id(step.layer) in split_ids and _has_activation(step.layer):
+                self.steps.extend(self._split(step))
+            else:
+                self.steps.append(step)
+        self._index()
+
+    def _split(self, step: _Step) -> list[_Step]:
+        layer = step.layer
+        node_input = layer._inbound_nodes[0].arguments.keras_tensors[0]
+        linear = _linear_clone(layer, node_input.shape)
+        activation = keras.layers.Activation(
+            layer.activation, name=layer.name + "_activation"
+        )
+        lin_key = ("linear", layer.name)
+        (src,) = step.inputs
+        return [
+            _Step(layer, step.inputs, (lin_key,),
+                  lambda v, f=linear, s=src: [f(v[s])]),
+            _Step(activation, (lin_key,), step.outputs,
+                  lambda v, f=activation, k=lin_key: [f(v[k])]),
+        ]
+
+    def _index(self) -> None:
+        self.producer: dict[Hashable, int] = {}
+        self.consumers: dict[Hashable, list[int]] = {}
+        for i, step in enumerate(self.steps):
+            for k in step.outputs:
+                self.producer[k] = i
+            for k in step.inputs:
+                self.consumers.setdefault(k, []).append(i)
+
+    def steps_of(self, layer: Any) -> list[int]:
+        """Indices of the steps that call `layer` (a split conv: its linear part)."""
+        return [i for i, s in enumerate(self.steps) if s.layer is layer]
+
+    def run(self, values: dict[Hashable, Any], indices: Sequence[int],
+            watch: Callable[[Hashable, Any], None] | None = None) -> dict:
+        """Executes the given steps in order, filling `values` in place."""
+        for i in indices:
+            step = self.steps[i]
+            for k, y in zip(step.outputs, step.fn(values)):
+                values[k] = y
+                if watch is not None:
+                    watch(k, y)
+        return values
+
+    def ancestors(self, keys: Iterable[Hashable]) -> list[int]:
+        """Steps needed to compute `keys` from the model input, in order."""
+        needed: set[int] = set()
+        stack = [k for k in keys if k in self.producer]
+        while stack:
+            i = self.producer[stack.pop()]
+            if i in needed:
+                continue
+            needed.add(i)
+            stack.extend(k for k in self.steps[i].inputs if k in self.producer)
+        return sorted(needed)
+
+    def downstream(self, key: Hashable) -> list[int]:
+        """Steps that (transitively) read `key`, in order."""
+        reached: set[int] = set()
+        stack = [key]
+        while stack:
+            for i in self.consumers.get(stack.pop(), ()):
+                if i not in reached:
+                    reached.add(i)
+                    stack.extend(self.steps[i].outputs)
+        return sorted(reached)
+
+    def boundary(self, key: Hashable, tail: Sequence[int]) -> list[Hashable]:
+        """Tensors read by the `tail` steps that the tail does not compute."""
+        made = {key} | {k for i in tail for k in self.steps[i].outputs}
+        seen: list[Hashable] = []
+        for i in tail:
+            for k in self.steps[i].inputs:
+                if k not in made and k not in seen:
+                    seen.append(k)
+        return seen
+
+
+@dataclasses.dataclass
+class _Site:
+    """Where the swaps happen for one ranked layer."""
+
+    layer_name: str
+    key: Hashable
+    channels: int
+    channel_axis: int  # axis in the (batched) site tensor
+    tail: list[int]
+    boundary: list[Hashable]
+    head: list[int]
+
+
+def _conv_layers(model: keras.Model) -> list[Any]:
+    """Conv layers of the model (nested models included), in graph order."""
+    steps: list[_Step] = []
+    _flatten_graph(model, {}, steps)
+    out: list[Any] = []
+    for step in steps:
+        if isinstance(step.layer, CONV_TYPES) and step.layer not in out:
+            out.append(step.layer)
+    return out
+
+
+def _filter_count(layer: Any) -> int:
+    """Number of output channels of a conv layer."""
+    axis = 1 if getattr(layer, "data_format", "channels_last") == "channels_first" else -1
+    return int(layer._inbound_nodes[0].outputs[0].shape[axis])
+
+
+def _site_for(program: _Program, layer: Any, site: str) -> _Site:
+    """Locates the swap site of `layer` and the head/tail/boundary around it."""
+    found = program.steps_of(layer)
+    if len(found) != 1:
+        raise ValueError(
+            f"Layer {layer.name!r} is called {len(found)} times in the model; "
+            "a shared layer has no single output to rank."
+        )
+    key = program.steps[found[0]].outputs[0]
+    if site == "post_activation":
+        if key == ("linear", layer.name):
+            key = program.steps[found[0] + 1].outputs[0]
+        key = _follow_chain(program, key)
+    channel_axis = 1 if layer.data_format == "channels_first" else -1
+    tail = program.downstream(key)
+    if program.output != key and not any(
+        program.output in program.steps[i].outputs for i in tail
+    ):
+        raise ValueError(f"The model output does not depend on {layer.name!r}.")
+    boundary = program.boundary(key, tail)
+    return _Site(
+        layer_name=layer.name,
+        key=key,
+        channels=_filter_count(layer),
+        channel_axis=channel_axis,
+        tail=tail,
+        boundary=boundary,
+        head=program.ancestors([key, *boundary]),
+    )
+
+
+def _follow_chain(program: _Program, key: Hashable) -> Hashable:
+    """Walks single-consumer BN/activation layers from `key`; returns the end."""
+    while key != program.output:
+        consumers = program.consumers.get(key, [])
+        if len(consumers) != 1:
+            break
+        step = program.steps[consumers[0]]
+        if not isinstance(step.layer, CHAIN_TYPES) or len(step.inputs) != 1:
+            break
+        key = step.outputs[0]
+    return key
+
+
+# --------------------------------------------------------------------------
+# Input handling
+# --------------------------------------------------------------------------
+
+
+def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(
+            f"{name} must be one of {list(allowed)}. Received: {name}={value!r}"
+        )
+
+
+def _resolve_distortion(distortion: Distortion) -> tuple[str, Callable]:
+    """Returns (name, fn(images, level, seed) -> images)."""
+    if isinstance(distortion, str):
+        try:
+            import distort
+        except ImportError as e:  # pragma: no cover - package ships with us
+            raise ValueError("distortion names need the distort package") from e
+        apply = getattr(distort, "apply", None)
+        if apply is None:
+            raise ValueError(
+                f"distortion={distortion!r} needs distort.apply, which this "
+                "install lacks; pass a callable fn(images, level, seed)."
+            )
+        names = getattr(distort, "names", None)
+        if callable(names) and distortion not in list(names()):
+            raise ValueError(
+                f"Unknown distortion={distortion!r}. Known: {list(names())}"
+            )
+        return distortion, lambda x, level, seed: apply(x, distortion, level, seed=seed)
+    if callable(distortion):
+        return getattr(distortion, "__name__", type(distortion).__name__), distortion
+    raise ValueError(
+        "distortion must be a distortion name or a callable "
+        f"fn(images, level, seed). Received: distortion={distortion!r}"
+    )
+
+
+def _check_labels(labels: Any, n: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[0] == n and labels.shape[1] > 1:
+        labels = labels.argmax(axis=1)
+    labels = labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(
+            f"labels must hold one class index (or one-hot row) per image: "
+            f"{n} images but labels has shape {labels.shape}."
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(labels == np.round(labels)):
+            raise ValueError("labels must be integer class indices.")
+    return labels.astype(np.int64)
+
+
+def _choose_layers(model: keras.Model, layers: Sequence[str] | None) -> list[Any]:
+    convs = _conv_layers(model)
+    if layers is None:
+        if not convs:
+            raise ValueError(f"Model {model.name!r} has no conv layer to rank.")
+        return convs
+    if isinstance(layers, str):
+        layers = [layers]
+    if len(layers) == 0:
+        raise ValueError("layers must name at least one conv layer. Received: layers=[]")
+    by_name = {layer.name: layer for layer in convs}
+    chosen = []
+    for name in layers:
+        if name not in by_name:
+            all_names = _all_layer_names(model)
+            kind = "is not a conv layer" if name in all_names else "is not a layer"
+            raise ValueError(
+                f"layers: {name!r} {kind} of model {model.name!r}. Conv layers: "
+                f"{list(by_name)[:20]}{' ...' if len(by_name) > 20 else ''}"
+            )
+        chosen.append(by_name[name])
+    order = {id(layer): i for i, layer in enumerate(convs)}
+    return sorted(dict.fromkeys(chosen), key=lambda l: order[id(l)])
+
+
+def _all_layer_names(model: keras.Model) -> set[str]:
+    steps: list[_Step] = []
+    _flatten_graph(model, {}, steps)
+    return {getattr(s.layer, "name", "") for s in steps}
+
+
+def _check_filters(filters: tuple[int, int] | None) -> tuple[int, int] | None:
+    if filters is None:
+        return None
+    try:
+        start, stop = (int(v) for v in filters)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"filters must be a (start, stop) pair. Received: filters={filters!r}"
+        ) from None
+    if start < 0 or stop <= start:
+        raise ValueError(
+            f"filters must satisfy 0 <= start < stop. Received: filters={filters!r}"
+        )
+    return start, stop
+
+
+def _digest(images: np.ndarray, labels: np.ndarray) -> str:
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(np.ascontiguousarray(labels).tobytes())
+    return h.hexdigest()
+
+
+@dataclasses.dataclass
+class _Data:
+    """Clean images, labels and their distorted, preprocessed versions."""
+
+    clean: np.ndarray  # preprocessed
+    labels: np.ndarray
+    raw: np.ndarray
+    levels: list[float]
+    distort_fn: Callable
+    preprocess: Callable[[np.ndarray], np.ndarray]
+    seed: int
+    _cache: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return self.raw.shape[0]
+
+    def distorted(self, level_index: int) -> np.ndarray:
+        """Distorted (then preprocessed) images of one level; seed + index."""
+        if level_index in self._cache:
+            return self._cache[level_index]
+        x = self.distort_fn(self.raw, self.levels[level_index],
+                            self.seed + level_index)
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape != self.raw.shape:
+            raise ValueError(
+                f"The distortion returned shape {x.shape} for images of shape "
+                f"{self.raw.shape}."
+            )
+        x = _prep(self.preprocess, x)
+        if x.nbytes * len(self.levels) <= DISTORTED_CACHE_BYTES:
+            self._cache[level_index] = x
+        return x
+
+    def chunks(self, size: int) -> list[slice]:
+        return [slice(i, min(i + size, self.n)) for i in range(0, self.n, size)]
+
+
+def _prep(preprocess: Callable | None, x: np.ndarray) -> np.ndarray:
+    if preprocess is None:
+        return x
+    return np.asarray(preprocess(x.copy()), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------
+# Exact ranking
+# --------------------------------------------------------------------------
+
+
+def _head_fn(program: _Program, site: _Site) -> Callable:
+    """tf.function: images -> (site tensor, [boundary tensors])."""
+
+    @tf.function(reduce_retracing=True)
+    def head(x):
+        values = program.run({program.input: x}, site.head)
+        return values[site.key], [values[k] for k in site.boundary]
+
+    return head
+
+
+def _swap_fn(program: _Program, site: _Site) -> Callable:
+    """tf.function counting correct predictions for K stacked filter swaps.
+
+    Copy `k` of the batch is the distorted site tensor with channel
+    `filters[k]` taken from the clean one; boundary tensors are the distorted
+    ones, tiled. Returns the number of correct top-1 predictions per copy.
+    """
+
+    @tf.function(reduce_retracing=True)
+    def swap_counts(clean, dist, boundary, labels, filters):
+        k = tf.shape(filters)[0]
+        b = tf.shape(dist)[0]
+        rank = len(dist.shape)
+        mask_shape = [1] * (rank + 1)
+        mask_shape[site.channel_axis % rank + 1] = site.channels
+        mask = tf.one_hot(filters, site.channels, on_value=True, off_value=False)
+        mask = tf.reshape(mask, tf.concat([[k], mask_shape[1:]], 0))
+        mixed = tf.where(mask, clean[None], dist[None])
+        mixed = tf.reshape(mixed, tf.concat([[k * b], tf.shape(dist)[1:]], 0))
+        values = {site.key: mixed}
+        for key, t in zip(site.boundary, boundary):
+            values[key] = tf.tile(t, [k] + [1] * (len(t.shape) - 1))
+        values = program.run(values, site.tail)
+        pred = tf.argmax(values[program.output], axis=-1, output_type=tf.int64)
+        hit = tf.cast(tf.equal(pred, tf.tile(labels, [k])), tf.int32)
+        return tf.reduce_sum(tf.reshape(hit, [k, b]), axis=1)
+
+    return swap_counts
+
+
+def _predict_fn(program: _Program) -> Callable:
+    @tf.function(reduce_retracing=True)
+    def correct(x, labels):
+        out = program.run({program.input: x}, range(len(program.steps)))
+        pred = tf.argmax(out[program.output], axis=-1, output_type=tf.int64)
+        return tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.int32))
+
+    return correct
+
+
+def _baseline_counts(program: _Program, data: _Data, batch_size: int) -> np.ndarray:
+    """Correct top-1 predictions on the distorted images, per level."""
+    correct = _predict_fn(program)
+    counts = np.zeros(len(data.levels), dtype=np.int64)
+    for li in range(len(data.levels)):
+        x = data.distorted(li)
+        for s in data.chunks(batch_size):
+            counts[li] += int(correct(x[s], data.labels[s]))
+    return counts
+
+
+def _swap_counts(
+    program: _Program,
+    site: _Site,
+    data: _Data,
+    filter_ids: np.ndarray,
+    batch_size: int,
+    progbar: keras.utils.Progbar | None,
+) -> np.ndarray:
+    """Correct predictions after each swap: array (levels, len(filter_ids))."""
+    head = _head_fn(program, site)
+    swap = _swap_fn(program, site)
+    chunk = min(data.n, batch_size)
+    per_call = max(1, batch_size // chunk)
+    groups = [filter_ids[i:i + per_call] for i in range(0, len(filter_ids), per_call)]
+    counts = np.zeros((len(data.levels), len(filter_ids)), dtype=np.int64)
+    done = 0
+    for li in range(len(data.levels)):
+        x_dist = data.distorted(li)
+        for s in data.chunks(chunk):
+            clean, _ = head(data.clean[s])
+            dist, boundary = head(x_dist[s])
+            labels = tf.constant(data.labels[s])
+            start = 0
+            for group in groups:
+                got = swap(clean, dist, boundary, labels,
+                           tf.constant(group, dtype=tf.int32))
+                counts[li, start:start + len(group)] += got.numpy()
+                start += len(group)
+                done += len(group) * (s.stop - s.start)
+                if progbar is not None:
+                    progbar.update(done)
+    return counts
+
+
+def _scores(counts: np.ndarray, base: np.ndarray, n: int, score: str) -> np.ndarray:
+    """Per-filter score averaged over levels from correct-prediction counts."""
+    gain = (counts - base[:, None]) / n
+    if score == "gain":
+        return gain.mean(axis=0)
+    err_ref = (n - base[:, None]) / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(err_ref > 0, np.abs(gain) / err_ref, 0.0)
+    return rel.mean(axis=0)
+
+
+# --------------------------------------------------------------------------
+# Approximate ranking
+# --------------------------------------------------------------------------
+
+
+def _outputs_are_probabilities(out: np.ndarray) -> bool:
+    return bool(
+        np.all(out >= 0) and np.all(out <= 1)
+        and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3)
+    )
+
+
+def _approx_priorities(
+    program: _Program,
+    sites: list[_Site],
+    data: _Data,
+    batch_size: int,
+    progbar: keras.utils.Progbar | None,
+) -> dict[str, np.ndarray]:
+    """First-order swap effect per filter, for all sites in one pass per batch."""
+    keys = [site.key for site in sites]
+    clean_steps = program.ancestors(keys)
+    all_steps = list(range(len(program.steps)))
+    probe = program.run({program.input: data.clean[:2]}, all_steps)[program.output]
+    from_logits = not _outputs_are_probabilities(np.asarray(probe))
+    want = set(keys)
+
+    @tf.function(reduce_retracing=True)
+    def clean_sites(x):
+        values = program.run({program.input: x}, clean_steps)
+        return [values[k] for k in keys]
+
+    @tf.function(reduce_retracing=True)
+    def first_order(x, labels, clean):
+        with tf.GradientTape() as tape:
+            watched = {}
+
+            def watch(key, value):
+                if key in want:
+                    tape.watch(value)
+                    watched[key] = value
+
+            values = program.run({program.input: x}, all_steps, watch)
+            out = tf.cast(values[program.output], tf.float32)
+            loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(
+                labels, out, from_logits=from_logits))
+        grads = tape.gradient(loss, [watched[k] for k in keys])
+        sums = []
+        for site, c, g in zip(sites, clean, grads):
+            d = watched[site.key]
+            delta_loss = tf.cast((c - d), tf.float32) * tf.cast(g, tf.float32)
+            channel = site.channel_axis % len(d.shape)
+            axes = [a for a in range(len(d.shape)) if a != channel]
+            sums.append(-tf.reduce_sum(delta_loss, axis=axes))
+        return sums
+
+    totals = [np.zeros(site.channels) for site in sites]
+    done = 0
+    for li in range(len(data.levels)):
+        x_dist = data.distorted(li)
+        for s in data.chunks(batch_size):
+            clean = clean_sites(data.clean[s])
+            sums = first_order(x_dist[s], tf.constant(data.labels[s]), clean)
+            for t, v in zip(totals, sums):
+                t += v.numpy()
+            done += s.stop - s.start
+            if progbar is not None:
+                progbar.update(done)
+    scale = 1.0 / (data.n * len(data.levels))
+    return {site.layer_name: t * scale for site, t in zip(sites, totals)}
+
+
+# --------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------
+
+
+def _load_checkpoint(path: str, run: dict[str, Any]) -> Ranking | None:
+    """The partial ranking stored at `path`, after checking it is this run's."""
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    stored = data.get("extra", {}).get("run", {})
+    for field, value in run.items():
+        if stored.get(field) != value:
+            raise ValueError(
+                f"checkpoint={path!r} belongs to another run: {field} is "
+                f"{stored.get(field)!r} there, {value!r} now. Delete it or "
+                "pass another path."
+            )
+    return Ranking.from_dict(data)
+
+
+# --------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------
+
+
+def rank(
+    model: keras.Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    distortion: Distortion,
+    levels: Sequence[float],
+    layers: Sequence[str] | None = None,
+    site: str = "pre_activation",
+    score: str = "gain",
+    batch_size: int = 256,
+    seed: int = 0,
+    method: str = "exact",
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = True,
+    preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    filters: tuple[int, int] | None = None,
+) -> Ranking:
+    """Ranks conv filters by correction priority (DeepCorrect, Algorithm 1).
+
+    For every filter `j` of every chosen conv layer `i`, the priority is
+    `tau(i, j) = p_swp(i, j) - p_b` (`score="gain"`): the top-1 accuracy on the
+    distorted images when filter `j`'s distorted output is replaced by its
+    clean output, minus the accuracy on the distorted images, averaged over
+    `levels`. `score="relative_error"` is the original code's
+    `|err_swp - err_b| / err_b` per level (0 where `err_b == 0`), averaged.
+
+    Args:
+        model: a functional or Sequential Keras classifier (nested models
+            allowed) with one input and one output of class scores
+            (probabilities or logits). Run in inference mode.
+        images: `(N, H, W, C)` images on the 0..255 scale (any dtype; used as
+            float32). These are what `distortion` sees.
+        labels: `N` class indices, or an `(N, classes)` one-hot array.
+        distortion: a `distort` name such as `"gaussian_blur"` or `"awgn"`
+            (resolved through `distort.apply`), or a callable
+            `fn(images, level, seed) -> images`.
+        levels: distortion levels to average over (non-empty). Level `k` is
+            distorted with seed `seed + k`.
+        layers: names of conv layers to rank, or None (default) for all conv
+            layers, in model order.
+        site: `"pre_activation"` (default; the conv's own output, its linear
+            part for a conv with a built-in activation: where correction units
+            go) or `"post_activation"` (after the single-consumer
+            BatchNormalization/activation chain that follows it).
+        score: `"gain"` (default) or `"relative_error"`. Exact method only.
+        batch_size: samples per forward pass (default 256). The exact method
+            stacks `batch_size // chunk` filter swaps of a chunk of
+            `min(N, batch_size)` images in one pass.
+        seed: base seed of the distortion (default 0).
+        method: `"exact"` (default) or `"approx"` (first-order estimate from
+            one forward/backward pass per image; the priority is the negated
+            predicted change in cross-entropy, score `"first_order_loss"`).
+        checkpoint: optional JSON path. Each finished layer is written there
+            (atomically); a rerun with the same arguments skips finished
+            layers. The approximate method writes it once, at the end.
+        progress: show a Keras progress bar per layer (default True).
+        preprocess: optional `fn(images) -> images` applied to the clean and
+            the distorted images before the model (e.g. scaling to [0, 1]).
+        filters: optional `(start, stop)` range of filter indices to compute in
+            every layer (clipped to its filter count), to split work across
+            processes; the other filters are NaN until `Ranking.merge`.
+
+    Returns:
+        A `Ranking`.
+
+    Raises:
+        ValueError: on an unknown or non-conv layer name, empty images,
+            mismatched labels, an unknown site/score/method, empty levels, or a
+            checkpoint of another run.
+
+    Example:
+
+    >>> ranking = rank(model, x_val, y_val, "gaussian_blur", [1.0, 2.0])
+    >>> ranking.top("conv1", 0.5)
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError("rank needs the TensorFlow backend of Keras.")
+    _check_choice("site", site, SITES)
+    _check_choice("score", score, SCORES)
+    _check_choice("method", method, METHODS)
+    if method == "approx" and score != "gain":
+        raise ValueError(
+            "score='relative_error' is only defined for method='exact'. "
+            f"Received: score={score!r}, method={method!r}"
+        )
+    images = np.asarray(images)
+    if images.ndim < 2 or images.shape[0] == 0:
+        raise ValueError(
+            f"images must be a non-empty batch. Received shape {images.shape}."
+        )
+    labels = _check_labels(labels, images.shape[0])
+    levels = [float(v) for v in np.atleast_1d(np.asarray(levels, dtype=float))]
+    if not levels:
+        raise ValueError(
+            "levels must hold at least one distortion level. Received: levels=[]"
+        )
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
+            or batch_size < 1:
+        raise ValueError(
+            f"batch_size must be a positive integer. Received: batch_size={batch_size!r}"
+        )
+    batch_size = int(batch_size)
+    filters = _check_filters(filters)
+    distortion_name, distort_fn = _resolve_distortion(distortion)
+    chosen = _choose_layers(model, layers)
+
+    program = _Program(model, split=chosen if site == "pre_activation" else ())
+    sites = [_site_for(program, layer, site) for layer in chosen]
+    raw = images.astype(np.float32)
+    data = _Data(
+        clean=_prep(preprocess, raw), labels=labels, raw=raw, levels=levels,
+        distort_fn=distort_fn, preprocess=preprocess, seed=int(seed),
+    )
+    counts = {s.layer_name: s.channels for s in sites}
+    ranges = {
+        s.layer_name: [min(filters[0], s.channels), min(filters[1], s.channels)]
+        if filters else [0, s.channels]
+        for s in sites
+    }
+    run_info = {
+        "model_name": model.name,
+        "layers": [s.layer_name for s in sites],
+        "distortion": distortion_name,
+        "levels": levels,
+        "site": site,
+        "score": score if method == "exact" else APPROX_SCORE,
+        "method": method,
+        "seed": int(seed),
+        "filters": list(filters) if filters else None,
+        "data": _digest(raw, labels),
+    }
+
+    def make(priorities: dict[str, np.ndarray], base: list[float]) -> Ranking:
+        return Ranking(
+            priorities=priorities, model_name=model.name, filter_counts=counts,
+            distortion=distortion_name, levels=levels,
+            score=run_info["score"], site=site, method=method,
+            num_images=data.n, baseline_accuracy=base,
+            extra={"seed": int(seed), "filters": ranges, "run": run_info},
+        )
+
+    empty = {s.layer_name: np.full(s.channels, np.nan) for s in sites}
+    previous = _load_checkpoint(os.fspath(checkpoint), run_info) if checkpoint else None
+
+    if method == "approx":
+        if previous is not None:
+            return previous
+        bar = keras.utils.Progbar(data.n * len(levels), verbose=1 if progress else 0,
+                                  unit_name="image")
+        values = _approx_priorities(program, sites, data, batch_size, bar)
+        for s in sites:
+            lo, hi = ranges[s.layer_name]
+            empty[s.layer_name][lo:hi] = values[s.layer_name][lo:hi]
+        result = make(empty, [])
+        if checkpoint:
+            result.save(checkpoint)
+        return result
+
+    done = list(previous.extra.get("done", [])) if previous else []
+    priorities = previous.priorities if previous else empty
+    base_counts = _baseline_counts(program, data, batch_size)
+    base = list(base_counts / data.n)
+    for s in sites:
+        if s.layer_name in done:
+            continue
+        lo, hi = ranges[s.layer_name]
+        ids = np.arange(lo, hi, dtype=np.int32)
+        if progress:
+            print(f"Ranking {s.layer_name}: {len(ids)} filters x "
+                  f"{len(levels)} levels x {data.n} images")
+        bar = keras.utils.Progbar(len(ids) * len(levels) * data.n,
+                                  verbose=1 if progress else 0, unit_name="swap")
+        swapped = _swap_counts(program, s, data, ids, batch_size, bar)
+        priorities[s.layer_name][lo:hi] = _scores(swapped, base_counts, data.n, score)
+        done.append(s.layer_name)
+        if checkpoint:
+            partial = make(priorities, base)
+            partial.extra["done"] = done
+            partial.save(checkpoint)
+    result = make(priorities, base)
+    result.extra["done"] = done
+    return result

@@ -1,0 +1,563 @@
+"""Tests for deepcorrect.ranking (correction priority, Algorithm 1)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from deepcorrect import ranking as ranking_module
+from deepcorrect.ranking import Ranking, rank, spearman
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CIFAR = REPO_ROOT / ".." / "shared" / "data" / "cifar10" / "cifar10.npz"
+LEVELS = [30.0, 60.0]
+N_IMAGES = 24
+
+
+def noise(images, level, seed):
+    """Additive Gaussian noise on the 0..255 scale, seeded."""
+    rng = np.random.default_rng(seed)
+    return images + rng.normal(0.0, level, images.shape).astype(np.float32)
+
+
+def scale(images):
+    return images / 127.5 - 1.0
+
+
+def randomise_batch_norm(layers, seed):
+    """Non-trivial BN statistics, so BN is not the identity."""
+    rng = np.random.default_rng(seed)
+    for layer in layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
+                rng.normal(0, 0.2, beta.shape).astype("float32"),
+                rng.normal(0, 0.2, mean.shape).astype("float32"),
+                rng.uniform(0.5, 2.0, var.shape).astype("float32"),
+            ])
+
+
+def calibrate_head(model, images, seed=0):
+    """Random classifier weights scaled to the features, so that a random
+    network predicts varied classes and distortion changes its predictions."""
+    dense = model.layers[-1]
+    feats = np.array(keras.Model(model.input, dense.input)(scale(images)))
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0, 1, dense.kernel.shape) / (feats.std(0)[:, None] + 1e-6)
+    dense.set_weights([w.astype("float32"), -(feats.mean(0) @ w).astype("float32")])
+
+
+# --------------------------------------------------------------------------
+# Two small models, each with an independent plain-Python forward pass whose
+# `tap(layer, site, tensor)` hook lets the brute force replace one site.
+# --------------------------------------------------------------------------
+
+
+def plain_layers(seed=1):
+    keras.utils.set_random_seed(seed)
+    return {
+        # c1 has a built-in activation: pre_activation needs the split.
+        "c1": keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="c1"),
+        "c2": keras.layers.Conv2D(8, 3, padding="same", name="c2"),
+        "b2": keras.layers.BatchNormalization(name="b2"),
+        "r2": keras.layers.ReLU(name="r2"),
+        "pool": keras.layers.MaxPooling2D(name="pool"),
+        "c3": keras.layers.Conv2D(8, 3, padding="same", name="c3"),
+        "r3": keras.layers.ReLU(name="r3"),
+        "gap": keras.layers.GlobalAveragePooling2D(name="gap"),
+        "dense": keras.layers.Dense(5, activation="softmax", name="dense"),
+    }
+
+
+def plain_model(L, images):
+    x = inputs = keras.Input((12, 12, 3))
+    x = L["c1"](x)
+    x = L["r2"](L["b2"](L["c2"](x)))
+    x = L["r3"](L["c3"](L["pool"](x)))
+    model = keras.Model(inputs, L["dense"](L["gap"](x)), name="plain")
+    randomise_batch_norm(model.layers, 2)
+    calibrate_head(model, images)
+    return model
+
+
+def plain_forward(L, x, tap):
+    c1 = L["c1"]
+    linear = tf.nn.conv2d(x, c1.kernel, 1, "SAME") + c1.bias
+    h = tap("c1", "pre_activation", linear)
+    h = tap("c1", "post_activation", tf.nn.relu(h))
+    h = tap("c2", "pre_activation", L["c2"](h))
+    h = tap("c2", "post_activation", L["r2"](L["b2"](h, training=False)))
+    h = tap("c3", "pre_activation", L["c3"](L["pool"](h)))
+    h = tap("c3", "post_activation", L["r3"](h))
+    return L["dense"](L["gap"](h))
+
+
+def residual_layers(seed=3):
+    keras.utils.set_random_seed(seed)
+    return {
+        "c1": keras.layers.Conv2D(6, 3, padding="same", name="c1"),
+        "r1": keras.layers.ReLU(name="r1"),
+        "c2": keras.layers.Conv2D(6, 3, padding="same", name="c2"),
+        "ra": keras.layers.ReLU(name="ra"),
+        "ca": keras.layers.Conv2D(6, 3, padding="same", name="ca"),
+        "bb": keras.layers.BatchNormalization(name="bb"),
+        "add": keras.layers.Add(name="add"),
+        "r_out": keras.layers.ReLU(name="r_out"),
+        "gap": keras.layers.GlobalAveragePooling2D(name="gap"),
+        "dense": keras.layers.Dense(4, name="logits"),
+    }
+
+
+def residual_model(L, images):
+    inputs = keras.Input((12, 12, 3))
+    r1 = L["r1"](L["c1"](inputs))
+    s = L["c2"](r1)  # feeds two branches; r1 also feeds the add
+    a = L["ca"](L["ra"](s))
+    b = L["bb"](s)
+    out = L["r_out"](L["add"]([a, b, r1]))
+    model = keras.Model(inputs, L["dense"](L["gap"](out)), name="residual")
+    randomise_batch_norm(model.layers, 4)
+    calibrate_head(model, images)
+    return model
+
+
+def residual_forward(L, x, tap):
+    h = tap("c1", "pre_activation", L["c1"](x))
+    r1 = tap("c1", "post_activation", L["r1"](h))
+    s = L["c2"](r1)
+    s = tap("c2", "pre_activation", s)
+    s = tap("c2", "post_activation", s)  # two consumers: the chain stops
+    a = L["ca"](L["ra"](s))
+    b = L["bb"](s, training=False)
+    out = L["r_out"](L["add"]([a, b, r1]))
+    return L["dense"](L["gap"](out))
+
+
+def brute_force(forward, L, images, labels, layer, site, score="gain"):
+    """Algorithm 1 as a naive loop: one full forward pass per filter swap."""
+    clean_x = tf.constant(scale(images.astype(np.float32)))
+    per_level = []
+    for k, level in enumerate(LEVELS):
+        dist_x = tf.constant(scale(noise(images.astype(np.float32), level, k)))
+        record = {}
+
+        def grab(name, where, t):
+            if (name, where) == (layer, site):
+                record["clean"] = np.array(t)
+            return t
+
+        forward(L, clean_x, grab)
+        clean_site = record["clean"]
+        accuracy = lambda out: np.mean(np.argmax(np.array(out), -1) == labels)
+        base = accuracy(forward(L, dist_x, lambda n, w, t: t))
+        scores = []
+        for j in range(clean_site.shape[-1]):
+
+            def swap(name, where, t, j=j):
+                if (name, where) != (layer, site):
+                    return t
+                t = np.array(t)
+                t[..., j] = clean_site[..., j]
+                return tf.constant(t)
+
+            acc = accuracy(forward(L, dist_x, swap))
+            if score == "gain":
+                scores.append(acc - base)
+            else:
+                scores.append(abs(acc - base) / (1 - base) if base < 1 else 0.0)
+        per_level.append(scores)
+    return np.mean(per_level, axis=0)
+
+
+def own_labels(model, images):
+    """Labels the model gets right on clean images, so swaps matter."""
+    return np.argmax(np.array(model(scale(images.astype(np.float32)))), -1)
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 255, (N_IMAGES, 12, 12, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def plain(images):
+    L = plain_layers()
+    model = plain_model(L, images)
+    return model, L, own_labels(model, images)
+
+
+@pytest.fixture(scope="module")
+def residual(images):
+    L = residual_layers()
+    model = residual_model(L, images)
+    return model, L, own_labels(model, images)
+
+
+def run_rank(model, images, labels, **kwargs):
+    kwargs.setdefault("progress", False)
+    return rank(model, images, labels, noise, LEVELS, preprocess=scale, **kwargs)
+
+
+# --------------------------------------------------------------------------
+# (1) exact swap scores equal the brute force
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layer,site,batch_size",
+    [
+        ("c1", "pre_activation", 1000),  # split of a built-in activation
+        ("c1", "post_activation", 50),
+        ("c2", "pre_activation", 7),  # several image chunks, one swap each
+        ("c2", "post_activation", 100),  # through BN + ReLU, 4 swaps per pass
+        ("c3", "pre_activation", 256),
+    ],
+)
+def test_plain_matches_brute_force(images, plain, layer, site, batch_size):
+    model, L, labels = plain
+    result = run_rank(model, images, labels, layers=[layer], site=site,
+                      batch_size=batch_size)
+    expected = brute_force(plain_forward, L, images, labels, layer, site)
+    assert np.abs(expected).max() > 0, "test needs swaps that change predictions"
+    np.testing.assert_allclose(result.priorities[layer], expected, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "layer,site",
+    [("c2", "pre_activation"), ("c2", "post_activation"), ("c1", "post_activation")],
+)
+def test_residual_matches_brute_force(images, residual, layer, site):
+    model, L, labels = residual
+    result = run_rank(model, images, labels, layers=[layer], site=site,
+                      batch_size=60)
+    expected = brute_force(residual_forward, L, images, labels, layer, site)
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(result.priorities[layer], expected, atol=1e-12)
+
+
+def test_relative_error_score_matches_brute_force(images, residual):
+    model, L, labels = residual
+    result = run_rank(model, images, labels, layers=["c2"],
+                      score="relative_error")
+    expected = brute_force(residual_forward, L, images, labels, "c2",
+                           "pre_activation", score="relative_error")
+    np.testing.assert_allclose(result.priorities["c2"], expected, atol=1e-12)
+    assert result.score == "relative_error"
+
+
+def test_baseline_accuracy_and_metadata(images, plain):
+    model, _, labels = plain
+    result = run_rank(model, images, labels, layers=["c2", "c1"])
+    assert result.layer_names == ["c1", "c2"]  # model order
+    assert result.filter_counts == {"c1": 6, "c2": 8}
+    assert result.model_name == "plain"
+    assert result.distortion == "noise"
+    assert result.levels == LEVELS
+    assert result.num_images == N_IMAGES
+    for k, level in enumerate(LEVELS):
+        x = scale(noise(images, level, k))
+        expected = np.mean(np.argmax(np.array(model(x)), -1) == labels)
+        assert result.baseline_accuracy[k] == pytest.approx(expected)
+
+
+def test_nested_model_layer_is_ranked(images, plain):
+    model, L, labels = plain
+    outer = keras.Sequential([keras.Input((12, 12, 3)), model], name="outer")
+    result = run_rank(outer, images, labels, layers=["c2"])
+    expected = brute_force(plain_forward, L, images, labels, "c2", "pre_activation")
+    np.testing.assert_allclose(result.priorities["c2"], expected, atol=1e-12)
+
+
+def test_all_conv_layers_by_default(images, residual):
+    model, _, labels = residual
+    result = run_rank(model, images, labels)
+    assert result.layer_names == ["c1", "c2", "ca"]
+    assert all(v.shape == (6,) for v in result.priorities.values())
+
+
+# --------------------------------------------------------------------------
+# Ranking: order, top, global order, JSON, merge
+# --------------------------------------------------------------------------
+
+
+def make_ranking(values=(0.1, 0.3, 0.3, 0.0, -0.2, 0.3, 0.05)):
+    return Ranking({"a": np.array(values), "b": np.array([0.3, 0.2])},
+                   model_name="m", filter_counts={"a": len(values), "b": 2})
+
+
+def test_order_is_descending_and_stable():
+    r = make_ranking()
+    assert r.order("a").tolist() == [1, 2, 5, 0, 6, 3, 4]
+
+
+@pytest.mark.parametrize("beta,count", [(0.5, 4), (1.0, 7), (0.01, 1), (3 / 7, 3)])
+def test_top_rounds_up(beta, count):
+    r = make_ranking()
+    assert r.top("a", beta).tolist() == r.order("a")[:count].tolist()
+    assert count == max(1, math.ceil(beta * 7 - 1e-9))
+
+
+@pytest.mark.parametrize("beta", [0, -0.1, 1.5, "half"])
+def test_top_rejects_bad_beta(beta):
+    with pytest.raises(ValueError, match="beta"):
+        make_ranking().top("a", beta)
+
+
+def test_global_order_ties_prefer_earlier_layer():
+    r = make_ranking()
+    order = r.global_order()
+    assert order[:4] == [("a", 1), ("a", 2), ("a", 5), ("b", 0)]
+    assert len(order) == 9
+    top = r.global_top(4 / 9)
+    assert top["a"].tolist() == [1, 2, 5] and top["b"].tolist() == [0]
+
+
+def test_json_round_trip(tmp_path, images, plain):
+    model, _, labels = plain
+    result = run_rank(model, images, labels, layers=["c1", "c3"])
+    path = tmp_path / "ranking.json"
+    result.save(path)
+    loaded = Ranking.load(path, model=model)
+    assert loaded.layer_names == result.layer_names
+    for name in result.layer_names:
+        np.testing.assert_array_equal(loaded.priorities[name], result.priorities[name])
+        assert loaded.order(name).tolist() == result.order(name).tolist()
+    for field in ("model_name", "filter_counts", "distortion", "levels", "score",
+                  "site", "method", "num_images", "baseline_accuracy"):
+        assert getattr(loaded, field) == getattr(result, field)
+    assert json.loads(path.read_text())["layer_names"] == ["c1", "c3"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_load_refuses_another_model(tmp_path, images, plain, residual):
+    model, _, labels = plain
+    path = tmp_path / "ranking.json"
+    run_rank(model, images, labels, layers=["c2"]).save(path)
+    with pytest.raises(ValueError, match="model name"):
+        Ranking.load(path, model=residual[0])
+    # Same name, different filter count.
+    x = inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(6, 3, name="c1")(x)
+    x = keras.layers.Conv2D(9, 3, name="c2")(x)
+    other = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="plain")
+    with pytest.raises(ValueError, match="filter counts"):
+        Ranking.load(path, model=other)
+    # Same name, no such layer.
+    x = inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv_b")(x)
+    third = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="plain")
+    with pytest.raises(ValueError, match="layer names"):
+        Ranking.load(path, model=third)
+
+
+def test_merge_filter_ranges_and_layers(images, plain):
+    model, _, labels = plain
+    full = run_rank(model, images, labels, layers=["c1", "c2"])
+    part_a = run_rank(model, images, labels, layers=["c1", "c2"], filters=(0, 3))
+    part_b = run_rank(model, images, labels, layers=["c2"], filters=(3, 100))
+    part_c = run_rank(model, images, labels, layers=["c1"], filters=(3, 6))
+    assert np.isnan(part_a.priorities["c2"][3:]).all()
+    with pytest.raises(ValueError, match="partly ranked"):
+        part_a.order("c2")
+    merged = Ranking.merge([part_a, part_b, part_c])
+    assert merged.layer_names == ["c1", "c2"]
+    for name in ("c1", "c2"):
+        np.testing.assert_array_equal(merged.priorities[name], full.priorities[name])
+    other_levels = rank(model, images, labels, noise, [10.0], preprocess=scale,
+                        layers=["c2"], progress=False)
+    with pytest.raises(ValueError, match="levels"):
+        Ranking.merge([part_a, other_levels])
+
+
+# --------------------------------------------------------------------------
+# (3) checkpoint and resume
+# --------------------------------------------------------------------------
+
+
+def test_resume_from_checkpoint(tmp_path, images, residual, monkeypatch):
+    model, _, labels = residual
+    path = tmp_path / "ckpt.json"
+    reference = run_rank(model, images, labels)
+
+    original = ranking_module._swap_counts
+    calls = []
+
+    def crash_on_second_layer(program, site, *args, **kwargs):
+        calls.append(site.layer_name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(program, site, *args, **kwargs)
+
+    monkeypatch.setattr(ranking_module, "_swap_counts", crash_on_second_layer)
+    with pytest.raises(KeyboardInterrupt):
+        run_rank(model, images, labels, checkpoint=path)
+    saved = json.loads(path.read_text())
+    assert saved["extra"]["done"] == ["c1"]
+    assert saved["priorities"]["c2"] == [None] * 6
+
+    calls.clear()
+    def spy(program, site, *args, **kwargs):
+        calls.append(site.layer_name)
+        return original(program, site, *args, **kwargs)
+
+    monkeypatch.setattr(ranking_module, "_swap_counts", spy)
+    resumed = run_rank(model, images, labels, checkpoint=path)
+    assert calls == ["c2", "ca"]  # c1 was not recomputed
+    for name in reference.layer_names:
+        np.testing.assert_array_equal(resumed.priorities[name],
+                                      reference.priorities[name])
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path, images, residual):
+    model, _, labels = residual
+    path = tmp_path / "ckpt.json"
+    run_rank(model, images, labels, layers=["c1"], checkpoint=path)
+    with pytest.raises(ValueError, match="levels"):
+        rank(model, images, labels, noise, [5.0], layers=["c1"],
+             preprocess=scale, checkpoint=path, progress=False)
+
+
+# --------------------------------------------------------------------------
+# (4) approximate mode
+# --------------------------------------------------------------------------
+
+
+def test_approx_shapes_and_metadata(images, residual):
+    model, _, labels = residual
+    result = run_rank(model, images, labels, method="approx", batch_size=10)
+    assert result.method == "approx" and result.score == "first_order_loss"
+    assert {k: v.shape for k, v in result.priorities.items()} == {
+        "c1": (6,), "c2": (6,), "ca": (6,)}
+    assert all(np.isfinite(v).all() for v in result.priorities.values())
+    # Batching does not change the estimate.
+    again = run_rank(model, images, labels, method="approx", batch_size=N_IMAGES)
+    for name in result.layer_names:
+        np.testing.assert_allclose(again.priorities[name], result.priorities[name],
+                                   rtol=1e-4, atol=1e-7)
+
+
+def test_approx_matches_finite_difference_for_small_swaps(plain):
+    """With a tiny distortion the first-order term is the loss change."""
+    model, L, _ = plain
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 255, (6, 12, 12, 3)).astype(np.float32)
+    labels = own_labels(model, x)
+    tiny = [0.5]
+    result = rank(model, x, labels, noise, tiny, layers=["c3"],
+                  preprocess=scale, method="approx", progress=False)
+    clean_x = scale(x)
+    dist_x = scale(noise(x, tiny[0], 0))
+    record = {}
+
+    def grab(key):
+        def tap(name, where, t):
+            if (name, where) == ("c3", "pre_activation"):
+                record[key] = np.array(t)
+            return t
+        return tap
+
+    loss = lambda out: float(np.sum(keras.losses.sparse_categorical_crossentropy(
+        labels, out)))
+    plain_forward(L, clean_x, grab("clean"))
+    base_loss = loss(plain_forward(L, dist_x, grab("dist")))
+    expected = []
+    for j in range(8):
+        def swap(name, where, t, j=j):
+            if (name, where) != ("c3", "pre_activation"):
+                return t
+            t = np.array(t)
+            t[..., j] = record["clean"][..., j]
+            return tf.constant(t)
+        expected.append(-(loss(plain_forward(L, dist_x, swap)) - base_loss) / len(x))
+    # First order: equal up to the curvature (ReLU kinks) of the tail.
+    np.testing.assert_allclose(result.priorities["c3"], expected, rtol=0,
+                               atol=0.05 * np.max(np.abs(expected)))
+
+
+def load_cifar(n_train, n_test):
+    if not CIFAR.exists():
+        pytest.skip(f"CIFAR-10 not found at {CIFAR} (shared data)")
+    with np.load(CIFAR, allow_pickle=False) as data:
+        return (data["x_train"][:n_train], data["y_train"][:n_train].reshape(-1),
+                data["x_test"][:n_test], data["y_test"][:n_test].reshape(-1))
+
+
+def blur(images, level, seed):
+    """Gaussian blur of standard deviation `level` pixels (deterministic)."""
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(images, sigma=(0, level, level, 0), mode="nearest")
+
+
+def small_cifar_net(seed=0):
+    keras.utils.set_random_seed(seed)
+    x = inputs = keras.Input((32, 32, 3))
+    for i, width in enumerate([32, 64], start=1):
+        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False,
+                                name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)
+        x = keras.layers.ReLU(name=f"relu{i}")(x)
+        x = keras.layers.MaxPooling2D(name=f"pool{i}")(x)
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="conv3")(x)
+    x = keras.layers.MaxPooling2D(name="pool3")(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="cifar_small")
+
+
+@pytest.mark.slow
+def test_approx_correlates_with_exact_on_cifar():
+    """A CIFAR-10 net trained for 1 epoch on 4,000 images (about 38% test
+    accuracy); conv1 ranked on 200 test images under Gaussian blur."""
+    x_train, y_train, x_test, y_test = load_cifar(4000, 200)
+    model = small_cifar_net()
+    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
+    model.fit(scale(x_train.astype(np.float32)), y_train, batch_size=64, epochs=1,
+              verbose=0)
+    kwargs = dict(layers=["conv1"], preprocess=scale, progress=False, batch_size=800)
+    levels = [0.5, 1.0, 1.5]
+    exact = rank(model, x_test, y_test, blur, levels, **kwargs)
+    approx = rank(model, x_test, y_test, blur, levels, method="approx", **kwargs)
+    assert exact.baseline_accuracy[-1] < exact.baseline_accuracy[0]
+    rho = spearman(exact, approx, "conv1")
+    assert rho > 0.3, rho
+
+
+# --------------------------------------------------------------------------
+# (5) bad inputs
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(layers=["nope"]), "'nope' is not a layer"),
+        (dict(layers=["b2"]), "'b2' is not a conv layer"),
+        (dict(layers=[]), "layers"),
+        (dict(images=np.zeros((0, 12, 12, 3))), "images"),
+        (dict(labels=np.zeros(3, int)), "labels"),
+        (dict(site="middle"), "site must be one of"),
+        (dict(score="loss"), "score must be one of"),
+        (dict(method="fast"), "method must be one of"),
+        (dict(levels=[]), "levels"),
+        (dict(distortion=3), "distortion"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(filters=(4, 2)), "filters"),
+        (dict(method="approx", score="relative_error"), "relative_error"),
+    ],
+)
+def test_bad_inputs(images, plain, change, match):
+    model, _, labels = plain
+    args = dict(model=model, images=images, labels=labels, distortion=noise,
+                levels=LEVELS, progress=False)
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        rank(**args)
