@@ -205,7 +205,13 @@ def sweep(models: Mapping[str, object], images: np.ndarray, labels: np.ndarray,
     result = SweepResult(meta={"preset": preset, "n": int(len(images)), "seed": seed})
     done = set()
     if checkpoint is not None and Path(checkpoint).exists():
-        result = SweepResult.from_json(checkpoint)
+        previous = SweepResult.from_json(checkpoint)
+        for key in ("preset", "n", "seed"):
+            if previous.meta.get(key) != result.meta[key]:
+                raise ValueError(
+                    f"checkpoint {checkpoint} was made with {key}={previous.meta.get(key)!r}, "
+                    f"not {result.meta[key]!r}: delete it or choose another output")
+        result = previous
         done = {(r["model"], r["distortion"], r["level"]) for r in result.rows}
     steps = [(d, lv) for d, lvs in table.items() for lv in [None, *lvs]]
     bar = _progress(len(steps)) if progress else None

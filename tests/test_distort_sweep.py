@@ -183,3 +183,12 @@ def test_cli_apply_writes_the_same_pixels_as_the_api(tmp_path, photos):
                                   distort.awgn(photos[0], 25.0, seed=7).numpy())
     again = run_cli("apply", str(src), str(out), "--name", "awgn", "--level", "25")
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_sweep_refuses_a_checkpoint_from_other_settings(tmp_path, cifar10_small):
+    x, y = cifar10_small[0][:8], cifar10_small[1][:8]
+    ck = tmp_path / "sweep.json"
+    sweep({"net": tiny_classifier()}, x, y, {"awgn": [10]}, seed=1, checkpoint=ck, progress=False)
+    with pytest.raises(ValueError, match="seed=1"):
+        sweep({"net": tiny_classifier()}, x, y, {"awgn": [10]}, seed=2, checkpoint=ck,
+              progress=False)
