@@ -4,7 +4,8 @@ Takagi et al., "Quality Recovery Network for Image Classification of Distorted I
 IEEE Access 2019. `QRNet` is the restorer (a U-Net-like encoder-decoder on 0..255
 images), `QualityRecoveryTrainer` trains it with the L1 + lambda * cross-entropy loss
 against frozen classifiers (RecNet, QRNet, MQRNet and end-to-end modes), `train` runs the
-paper's Algorithm 1 and `restore` applies a trained restorer.
+paper's Algorithm 1, `restore` applies a trained restorer and `evaluate_restoration` measures
+accuracy, PSNR and SSIM per distortion and level.
 
 Example:
 
@@ -15,6 +16,13 @@ Example:
 (2, 17, 23, 3)
 """
 
+from qrnet.evaluate import (
+    LEVEL_PRESETS,
+    average_over_levels,
+    evaluate_restoration,
+    format_table,
+    preset_distortions,
+)
 from qrnet.model import (
     PREPROCESSING_MODES,
     PRESETS,
@@ -41,6 +49,7 @@ from qrnet.training import (
 
 __all__ = [
     "DEFAULT_TRAINING",
+    "LEVEL_PRESETS",
     "MODES",
     "PREPROCESSING_MODES",
     "PRESETS",
@@ -51,10 +60,14 @@ __all__ = [
     "QualityRecoveryTrainer",
     "ReflectPadToMultiple",
     "TrainingCheckpoint",
+    "average_over_levels",
     "build_qrnet",
     "clean_batches",
+    "evaluate_restoration",
+    "format_table",
     "paired_batches",
     "paper_layer_count",
+    "preset_distortions",
     "qrnet_from_preset",
     "resolve_distortions",
     "restore",

@@ -186,14 +186,14 @@ class QualityRecoveryTrainer(keras.Model):
     >>> import numpy as np, keras
     >>> from qrnet import build_qrnet
     >>> clf = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(),
-    ...                         keras.layers.Dense(10, activation="softmax")])
+    ...                         keras.layers.Dense(10, activation="softmax")], name="clf")
     >>> trainer = QualityRecoveryTrainer(build_qrnet(base_width=4, depth=2), clf,
     ...                                  preprocessing="unit")
     >>> trainer.compile(optimizer="adam")
     >>> x = np.random.uniform(0, 255, (4, 16, 16, 3)).astype("float32")
     >>> y = np.arange(4)
     >>> sorted(trainer.evaluate(x, (x, y), verbose=0, return_dict=True))
-    ['acc_sequential', 'ce_sequential', 'l1', 'loss']
+    ['acc_clf', 'ce_clf', 'l1', 'loss']
     """
 
     def __init__(
@@ -799,9 +799,7 @@ def restore(restorer: keras.Model, images, batch_size: int = 32) -> np.ndarray:
         images = images[None]
     if images.ndim != 4:
         raise ValueError(f"images must have shape (n, h, w, c) or (h, w, c). Received: {images.shape}")
-    batches = [
-        np.asarray(restorer(images[start : start + batch_size], training=False))
-        for start in range(0, len(images), batch_size)
-    ]
-    restored = np.concatenate(batches, axis=0) if batches else images.copy()
+    if len(images) == 0:
+        return images.copy()
+    restored = np.asarray(restorer.predict(images, batch_size=batch_size, verbose=0), "float32")
     return restored[0] if single else restored

@@ -311,3 +311,29 @@ def test_short_real_cifar10_run_reduces_the_loss():
     assert history["val_loss"][-1] < history["val_loss"][0]
     assert history["val_l1"][-1] < history["val_l1"][0]
     print(f"cifar10 run: {time.time() - start:.1f}s, loss {history['loss']}")
+
+
+def test_evaluate_restoration_against_independent_accuracy_and_psnr():
+    from qrnet.evaluate import average_over_levels, evaluate_restoration
+
+    classifier = _classifier()
+    rng = np.random.default_rng(4)
+    images = rng.uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")
+    labels = rng.integers(0, CLASSES, 8)
+
+    def scale(x, name, level, seed=None):
+        return x * level
+
+    identity = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Identity()], name="same")
+    rows = evaluate_restoration(classifier, images, labels, {"scale": [0.5, 0.9]}, {"same": identity},
+                                preprocessing="unit", apply_fn=scale)
+    assert len(rows) == 6
+    for row in rows:
+        seen = images * (1.0 if row["distortion"] == "clean" else row["level"])
+        predicted = np.argmax(np.asarray(classifier(seen / 255.0)), axis=-1)
+        assert row["accuracy"] == pytest.approx(np.mean(predicted == labels))
+        if row["distortion"] != "clean":
+            mse = np.mean((seen - images) ** 2, axis=(1, 2, 3))
+            assert row["psnr"] == pytest.approx(np.mean(10 * np.log10(255.0**2 / mse)), rel=1e-4)
+    means = average_over_levels(rows)
+    assert means["scale"]["same"] == pytest.approx(means["scale"]["classifier"])
