@@ -9,3 +9,6 @@ from deepcorrect.units import UNIT_PRESETS, CorrectionUnit
 
 # Correction-priority ranking (Algorithm 1).
 from deepcorrect.ranking import Ranking, rank, spearman
+
+# The training recipe (half-distorted batches, SGD, step schedule, resume).
+from deepcorrect.training import TRAINING_PRESETS, LabelFreeTrainer, train

@@ -1,0 +1,263 @@
+"""The DeepCorrect training recipe: correction units or fine-tuned layers on half-distorted batches.
+
+`train` fits a wrapped (`deepcorrect.wrap`) or fine-tunable
+(`deepcorrect.finetune`) model on batches whose second half is distorted at a
+per-image random level (`distort.pipeline.training_dataset`), with SGD +
+Nesterov momentum 0.9 and the paper's step schedule. Layers with
+`trainable=False` (the frozen pretrained weights) run their batch norm in
+inference mode, which is what Keras 3 does for a frozen `BatchNormalization`
+(the original Keras 1 code normalised frozen layers with batch statistics).
+
+Every epoch is checkpointed (`keras.callbacks.BackupAndRestore`) and the
+model is saved as `.keras`; running the same call again resumes after the last
+finished epoch. A `tf.distribute` strategy runs the same code on several
+devices or hosts.
+
+Label-free mode (`teacher=`): the target is the frozen teacher's prediction on
+the clean image, so units train on unlabeled photos (knowledge distillation).
+
+Example:
+
+```python
+import deepcorrect
+model = deepcorrect.wrap(pretrained, ranking, beta=0.5)
+history = deepcorrect.train(model, x_train, y_train, "gaussian_blur", [0.5, 1, 1.5, 2, 2.5, 3],
+                            epochs=10, checkpoint_dir="runs/blur")
+```
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from distort import pipeline
+from distort.io import atomic_path
+
+# Section 5 of the paper and the authors' code (see NOTES-original-code.md):
+# learning rate for correction units / for fine-tuning, step decay x0.1.
+TRAINING_PRESETS: dict[str, dict] = {
+    "deepcorrect_cifar": {
+        "batch_size": 250, "epochs": 40, "learning_rate": 0.1, "finetune_learning_rate": 0.01,
+        "decay_every": 10, "decay": 0.1, "momentum": 0.9, "nesterov": True, "fraction": 0.5,
+    },
+    "deepcorrect_imagenet": {
+        "batch_size": 200, "epochs": 45, "learning_rate": 0.1, "finetune_learning_rate": 0.001,
+        "decay_every": 15, "decay": 0.1, "momentum": 0.9, "nesterov": True, "fraction": 0.5,
+    },
+    # A CPU-sized recipe for the examples and the demo.
+    "cpu_quick": {
+        "batch_size": 64, "epochs": 3, "learning_rate": 0.01, "finetune_learning_rate": 0.01,
+        "decay_every": 2, "decay": 0.1, "momentum": 0.9, "nesterov": True, "fraction": 0.5,
+    },
+}
+
+
+def step_schedule(base: float, decay: float, every: int) -> Callable[[int], float]:
+    """Returns `epoch -> base * decay ** (epoch // every)` (the paper's step schedule).
+
+    Example:
+
+    >>> [round(step_schedule(0.1, 0.1, 10)(e), 6) for e in (0, 9, 10, 25)]
+    [0.1, 0.1, 0.01, 0.001]
+    """
+    if every < 1:
+        raise ValueError(f"decay_every must be >= 1. Received: decay_every={every}")
+    return lambda epoch, lr=None: float(base * decay ** (epoch // every))
+
+
+class LabelFreeTrainer(keras.Model):
+    """Trains `student` to match a frozen `teacher`'s predictions on clean images.
+
+    Batches are `(inputs, clean)`: the student sees `inputs` (half distorted),
+    the teacher sees `clean`; the loss is the cross-entropy between the
+    teacher's and the student's class distributions.
+
+    Args:
+        student: The model to train (e.g. a wrapped model).
+        teacher: The frozen reference (e.g. the pretrained model).
+        preprocess: Optional function mapping 0..255 images to both models' input.
+    """
+
+    def __init__(self, student: keras.Model, teacher: keras.Model, preprocess=None, **kwargs):
+        super().__init__(**kwargs)
+        self.student = student
+        self.teacher = teacher
+        self.teacher.trainable = False
+        self.preprocess = preprocess
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.agreement = keras.metrics.Mean(name="agreement")
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+    def _prep(self, x):
+        return self.preprocess(x) if self.preprocess is not None else x
+
+    def train_step(self, data):
+        inputs, clean = data
+        target = tf.stop_gradient(_probabilities(self.teacher(self._prep(clean), training=False)))
+        with tf.GradientTape() as tape:
+            pred = _probabilities(self.student(self._prep(inputs), training=True))
+            loss = tf.reduce_mean(keras.losses.categorical_crossentropy(target, pred))
+            loss += tf.add_n(self.student.losses) if self.student.losses else 0.0
+        grads = tape.gradient(loss, self.student.trainable_weights)
+        self.optimizer.apply_gradients(zip(grads, self.student.trainable_weights))
+        return self._update(loss, target, pred)
+
+    def test_step(self, data):
+        inputs, clean = data
+        target = _probabilities(self.teacher(self._prep(clean), training=False))
+        pred = _probabilities(self.student(self._prep(inputs), training=False))
+        return self._update(tf.reduce_mean(keras.losses.categorical_crossentropy(target, pred)),
+                            target, pred)
+
+    def _update(self, loss, target, pred):
+        self.loss_tracker.update_state(loss)
+        same = tf.cast(tf.equal(tf.argmax(target, -1), tf.argmax(pred, -1)), tf.float32)
+        self.agreement.update_state(same)
+        return {"loss": self.loss_tracker.result(), "agreement": self.agreement.result()}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.agreement]
+
+
+def _probabilities(outputs: tf.Tensor) -> tf.Tensor:
+    """Softmax unless the outputs already are probabilities (a softmax head)."""
+    outputs = tf.cast(outputs, tf.float32)
+    is_prob = tf.logical_and(tf.reduce_all(outputs >= 0.0),
+                             tf.reduce_all(tf.abs(tf.reduce_sum(outputs, -1) - 1.0) < 1e-3))
+    return tf.cond(is_prob, lambda: outputs, lambda: tf.nn.softmax(outputs))
+
+
+def _outputs_logits(model: keras.Model) -> bool:
+    last = model.layers[-1]
+    act = getattr(last, "activation", None)
+    return not (act is keras.activations.softmax or getattr(act, "__name__", "") == "softmax")
+
+
+def train(model: keras.Model, images, labels=None, distortion: str | dict = "gaussian_blur",
+          levels: Sequence[float] | None = None, *, preset: str = "deepcorrect_cifar",
+          epochs: int | None = None, batch_size: int | None = None,
+          learning_rate: float | None = None, validation_data=None, teacher: keras.Model | None = None,
+          preprocess: Callable | None = None, checkpoint_dir: str | os.PathLike | None = None,
+          callbacks: Sequence[keras.callbacks.Callback] = (),
+          strategy: tf.distribute.Strategy | None = None, seed: int = 0, steps_per_epoch=None,
+          verbose: int | str = "auto") -> keras.callbacks.History:
+    """Trains the trainable weights of `model` on half-distorted batches.
+
+    Args:
+        model: A model whose trainable weights are what to train: a
+            `deepcorrect.wrap` model (units) or a `deepcorrect.finetune` one.
+        images: uint8/float training images `[N, H, W, C]` on 0..255.
+        labels: Integer labels `[N]`; None with `teacher` (label-free).
+        distortion: A distortion name or a dict name -> levels.
+        levels: The levels drawn per image (with a name).
+        preset: A `TRAINING_PRESETS` name giving the defaults below.
+        epochs: Epochs (default from the preset).
+        batch_size: Batch size (default from the preset).
+        learning_rate: Initial learning rate; default is the preset's unit
+            rate, or its fine-tuning rate when the model has no correction unit.
+        validation_data: Optional `(images, labels)` (or `(images, clean)` in
+            label-free mode), distorted the same way with a fixed seed.
+        teacher: A frozen model for label-free distillation.
+        preprocess: Function mapping 0..255 images to the model's input
+            (e.g. `keras.applications.mobilenet_v2.preprocess_input`); in the
+            labelled mode it is applied inside the `tf.data` pipeline.
+        checkpoint_dir: Folder for per-epoch backups (resume) and `model.keras`.
+        callbacks: Further Keras callbacks (TensorBoard, early stopping, ...).
+        strategy: A `tf.distribute` strategy; build the model under its scope.
+        seed: Seed of shuffling, distortion draws and noise.
+        steps_per_epoch: Optional cap on steps per epoch.
+        verbose: Keras verbosity.
+
+    Returns:
+        The Keras `History`.
+    """
+    if preset not in TRAINING_PRESETS:
+        raise ValueError(f"preset must be one of {sorted(TRAINING_PRESETS)}. Received: preset={preset!r}")
+    if labels is None and teacher is None:
+        raise ValueError("labels must be given unless a teacher is given (label-free mode)")
+    cfg = dict(TRAINING_PRESETS[preset])
+    epochs = int(epochs or cfg["epochs"])
+    batch_size = int(batch_size or cfg["batch_size"])
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1. Received: epochs={epochs}")
+    has_units = any(type(l).__name__ == "CorrectionUnit" for l in _all_layers(model))
+    lr = learning_rate or (cfg["learning_rate"] if has_units else cfg["finetune_learning_rate"])
+    if not model.trainable_weights:
+        raise ValueError("model has no trainable weights: wrap it with deepcorrect.wrap or "
+                         "deepcorrect.finetune first")
+    keras.utils.set_random_seed(seed)
+    train_ds = _dataset(images, labels, distortion, levels, cfg["fraction"], batch_size, seed,
+                        teacher is not None, preprocess, shuffle=True)
+    val_ds = None
+    if validation_data is not None:
+        val_ds = _dataset(validation_data[0], validation_data[1], distortion, levels,
+                          cfg["fraction"], batch_size, seed + 1, teacher is not None, preprocess,
+                          shuffle=False)
+    scope = strategy.scope() if strategy is not None else _null_scope()
+    with scope:
+        optimizer = keras.optimizers.SGD(lr, momentum=cfg["momentum"], nesterov=cfg["nesterov"])
+        if teacher is not None:
+            fit_model = LabelFreeTrainer(model, teacher, preprocess)
+            fit_model.compile(optimizer=optimizer)
+        else:
+            fit_model = model
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=_outputs_logits(model))
+            model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    cbs = [keras.callbacks.LearningRateScheduler(step_schedule(lr, cfg["decay"], cfg["decay_every"]))]
+    if checkpoint_dir is not None:
+        ckdir = Path(checkpoint_dir)
+        ckdir.mkdir(parents=True, exist_ok=True)
+        cbs.append(keras.callbacks.BackupAndRestore(str(ckdir / "backup"), delete_checkpoint=False))
+        cbs.append(_AtomicModelSaver(model, ckdir / "model.keras"))
+    cbs.extend(callbacks)
+    return fit_model.fit(train_ds, epochs=epochs, validation_data=val_ds, callbacks=cbs,
+                         steps_per_epoch=steps_per_epoch, verbose=verbose, shuffle=False)
+
+
+class _AtomicModelSaver(keras.callbacks.Callback):
+    """Saves the (inner) model as `.keras` after every epoch, atomically."""
+
+    def __init__(self, model: keras.Model, path: Path):
+        super().__init__()
+        self._target, self._path = model, Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with atomic_path(self._path) as tmp:  # a temporary name ending in .keras
+            self._target.save(tmp)
+
+
+def _dataset(images, labels, distortion, levels, fraction, batch_size, seed, label_free,
+             preprocess, shuffle):
+    if label_free:
+        ds = pipeline.restoration_dataset(images, None, distortion, levels, fraction=fraction,
+                                          batch_size=batch_size, seed=seed, shuffle=shuffle)
+        return ds
+    ds = pipeline.training_dataset(images, np.asarray(labels), distortion, levels,
+                                   fraction=fraction, batch_size=batch_size, seed=seed,
+                                   shuffle=shuffle)
+    prep = preprocess or (lambda x: x)
+    return ds.map(lambda x, y: (prep(tf.cast(x, tf.float32)), y))
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+class _null_scope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

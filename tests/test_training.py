@@ -1,0 +1,139 @@
+"""The DeepCorrect training recipe: what trains, what stays frozen, resume, label-free, strategies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import deepcorrect
+from deepcorrect.training import TRAINING_PRESETS, step_schedule, train
+from tests.conftest import REPO
+
+
+def small_cnn(seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(x)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+def weights_by_name(model):
+    return {w.path: w.numpy().copy() for w in model.weights}
+
+
+def test_step_schedule():
+    f = step_schedule(0.1, 0.1, 10)
+    assert [round(f(e), 8) for e in (0, 9, 10, 19, 20)] == [0.1, 0.1, 0.01, 0.01, 0.001]
+
+
+def test_only_units_change_and_frozen_bn_stats_stay(cifar10_small):
+    x, y = cifar10_small[0][:128], cifar10_small[1][:128]
+    pretrained = small_cnn()
+    model = deepcorrect.wrap(pretrained, {"conv1": list(range(8))}, beta=0.5)
+    before = weights_by_name(model)
+    train(model, x, y, "awgn", [10, 20], preset="cpu_quick", epochs=1, batch_size=32, verbose=0)
+    after = weights_by_name(model)
+    unit_paths = {w.path for w in model.trainable_weights}
+    changed = {p for p in before if not np.array_equal(before[p], after[p])}
+    assert changed and changed <= {p for p in before if "correction" in p or p in unit_paths} | {
+        p for p in before if "moving" in p and any(u.split("/")[0] in p for u in unit_paths)}
+    # The pretrained BN's moving statistics are untouched (inference mode).
+    assert all(np.array_equal(before[p], after[p]) for p in before if p.startswith("bn1/"))
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path, cifar10_small):
+    x, y = cifar10_small[0][:96], cifar10_small[1][:96]
+
+    def run(ckdir, epochs, stop_after=None):
+        model = deepcorrect.wrap(small_cnn(), {"conv1": list(range(8))}, beta=0.5)
+        cbs = []
+        if stop_after is not None:
+            class Stop(keras.callbacks.Callback):
+                def on_epoch_end(self, epoch, logs=None):
+                    if epoch + 1 == stop_after:
+                        raise KeyboardInterrupt
+            cbs.append(Stop())
+        try:
+            train(model, x, y, "gaussian_blur", [1.0, 2.0], preset="cpu_quick", epochs=epochs,
+                  batch_size=32, checkpoint_dir=ckdir, callbacks=cbs, verbose=0, seed=3)
+        except KeyboardInterrupt:
+            pass
+        return model
+
+    full = run(tmp_path / "a", 2)
+    run(tmp_path / "b", 2, stop_after=1)
+    assert (tmp_path / "b" / "model.keras").exists()
+    resumed = run(tmp_path / "b", 2)
+    probe = x[:8].astype(np.float32)
+    np.testing.assert_allclose(resumed(probe).numpy(), full(probe).numpy(), atol=1e-4)
+    loaded = keras.models.load_model(tmp_path / "b" / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded(probe).numpy(), resumed(probe).numpy(), atol=1e-5)
+
+
+def test_label_free_mode_moves_towards_the_teacher(cifar10_small):
+    x = cifar10_small[0][:128]
+    teacher = small_cnn(1)
+    model = deepcorrect.wrap(teacher, {"conv1": list(range(8))}, beta=1.0)
+    history = train(model, x, None, "awgn", [40.0], teacher=teacher, preset="cpu_quick", epochs=2,
+                    batch_size=32, learning_rate=0.05, verbose=0)
+    assert set(history.history) >= {"loss", "agreement"}
+    assert history.history["loss"][-1] <= history.history["loss"][0]
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    (dict(preset="imagenet21k"), "preset"),
+    (dict(epochs=-1), "epochs"),
+    (dict(labels=None), "labels"),
+])
+def test_bad_training_arguments(cifar10_small, bad, fragment):
+    model = deepcorrect.wrap(small_cnn(), {"conv1": list(range(8))})
+    kwargs = dict(labels=cifar10_small[1][:8], distortion="awgn", levels=[10])
+    kwargs.update(bad)
+    with pytest.raises(ValueError, match=fragment):
+        train(model, cifar10_small[0][:8], **kwargs)
+
+
+def test_frozen_model_is_refused(cifar10_small):
+    model = small_cnn()
+    model.trainable = False
+    with pytest.raises(ValueError, match="trainable"):
+        train(model, cifar10_small[0][:8], cifar10_small[1][:8], "awgn", [10])
+
+
+def test_presets_have_the_paper_rates():
+    assert TRAINING_PRESETS["deepcorrect_cifar"]["learning_rate"] == 0.1
+    assert TRAINING_PRESETS["deepcorrect_imagenet"]["finetune_learning_rate"] == 0.001
+
+
+def test_mirrored_strategy_on_two_logical_cpus():
+    script = textwrap.dedent("""
+        import numpy as np, tensorflow as tf, keras
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import deepcorrect
+        from tests.test_training import small_cnn
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            model = deepcorrect.wrap(small_cnn(), {"conv1": list(range(8))}, beta=0.5)
+        x = np.random.default_rng(0).integers(0, 256, [64, 32, 32, 3]).astype("uint8")
+        y = np.random.default_rng(1).integers(0, 10, 64)
+        h = deepcorrect.train(model, x, y, "awgn", [20.0], preset="cpu_quick", epochs=1,
+                              batch_size=32, strategy=strategy, verbose=0)
+        print("replicas", strategy.num_replicas_in_sync, "loss", h.history["loss"][0])
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "replicas 2" in proc.stdout
