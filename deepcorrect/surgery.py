@@ -3,7 +3,9 @@
 For each chosen conv layer, the top-beta ranked output channels are gathered,
 run through a `CorrectionUnit`, and scattered back into their original
 positions, before the layer's batch norm and activation (the paper's footnotes
-6 and 7). A conv with a built-in activation (VGG16's `Conv2D(...,
+6 and 7). By default the gather and scatter are folded into the unit's first
+and last 1x1 convs (`fused=True`); `fused=False` uses explicit
+`GatherChannels` and `ScatterChannels` layers instead. A conv with a built-in activation (VGG16's `Conv2D(...,
 activation="relu")`) is split into the linear conv and a separate `Activation`
 layer, so the unit sees the pre-activation output. Every other channel and
 every other layer is left as it was.
@@ -448,6 +450,9 @@ class GraphRewriter:
     Args:
         corrections: the `Correction`s to apply, by layer name. Defaults to
             none (a plain flattening copy).
+        fused: fold the gather and scatter into preset units' 1x1 convs
+            (`CorrectionUnit(channel_indices=...)`) instead of separate
+            `GatherChannels`/`ScatterChannels` layers. Defaults to True.
 
     Example:
 
@@ -457,8 +462,11 @@ class GraphRewriter:
     True
     """
 
-    def __init__(self, corrections: Mapping[str, Correction] | None = None):
+    def __init__(
+        self, corrections: Mapping[str, Correction] | None = None, fused: bool = True
+    ):
         self.corrections = dict(corrections or {})
+        self.fused = fused
         self.copies: dict[int, Any] = {}  # id(original operation) -> copy
         self.originals: dict[str, keras.layers.Layer] = {}  # copy name -> original
         self.blocks: dict[str, dict[str, keras.layers.Layer]] = {}
@@ -564,6 +572,7 @@ class GraphRewriter:
         name = correction.layer_name
         if name not in self.blocks:
             indices = list(correction.indices)
+            fused = self.fused and not callable(correction.unit)
             if callable(correction.unit):
                 unit = correction.unit(len(indices), correction.kernel_size, f"{name}_unit")
             else:
@@ -571,15 +580,15 @@ class GraphRewriter:
                     len(indices),
                     preset=correction.unit,
                     kernel_size=correction.kernel_size,
+                    channel_indices=indices if fused else None,
                     name=f"{name}_unit",
                 )
-            block = {
-                "gather": GatherChannels(indices, name=f"{name}_gather"),
-                "unit": unit,
-                "scatter": ScatterChannels(
+            block = {"unit": unit}
+            if not fused:
+                block["gather"] = GatherChannels(indices, name=f"{name}_gather")
+                block["scatter"] = ScatterChannels(
                     indices, correction.channels, name=f"{name}_scatter"
-                ),
-            }
+                )
             if _has_activation(layer):
                 block["activation"] = keras.layers.Activation(
                     layer.activation, name=f"{name}_activation"
@@ -590,8 +599,11 @@ class GraphRewriter:
 
     def _correct(self, layer: keras.layers.Layer, correction: Correction, conv_output):
         block = self._block(layer, correction)
-        corrected = block["unit"](block["gather"](conv_output))
-        outputs = block["scatter"]([conv_output, corrected])
+        if "gather" in block:
+            corrected = block["unit"](block["gather"](conv_output))
+            outputs = block["scatter"]([conv_output, corrected])
+        else:  # a fused unit reads and writes the full conv output
+            outputs = block["unit"](conv_output)
         if "activation" in block:
             outputs = block["activation"](outputs)
         return outputs
@@ -635,6 +647,7 @@ def wrap(
     first: int | None = None,
     kernel_size: int | Mapping[str, int] = 3,
     train_head: int = 0,
+    fused: bool = True,
 ) -> keras.Model:
     """Adds DeepCorrect correction units to a pretrained model.
 
@@ -667,6 +680,13 @@ def wrap(
             Defaults to 3 (the paper uses 5 for AlexNet's conv1).
         train_head: also train the last `train_head` conv/dense layers of the
             pretrained model (Deepcorr-kc). Defaults to 0.
+        fused: how corrected channels are routed. True (the default): each
+            preset unit reads the conv's full output and folds the gather and
+            scatter into its first and last 1x1 convs (zero-padded kernels,
+            same weights), which avoids two extra passes over the activations.
+            False: explicit `GatherChannels` -> unit -> `ScatterChannels`
+            layers (always used for custom unit factories). Both give the same
+            outputs, and leave the uncorrected channels bit for bit unchanged.
 
     Returns:
         A new functional model with the same inputs and outputs.
@@ -697,7 +717,7 @@ def wrap(
         kernel_size=kernel_size,
     )
     heads = set(head_layer_names(pretrained, train_head))
-    rewriter = GraphRewriter({c.layer_name: c for c in plan})
+    rewriter = GraphRewriter({c.layer_name: c for c in plan}, fused=fused)
     model = rewriter.rebuild(pretrained)
     for layer in model.layers:
         if layer.name in rewriter.originals:  # a copy of a pretrained layer

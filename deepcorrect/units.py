@@ -37,8 +37,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import keras
+import numpy as np
+from keras import ops
 
-from deepcorrect.layers import PACKAGE
+from deepcorrect.layers import PACKAGE, validate_channel_indices
 
 # Table 10 of the paper, as data. `width`: "same" (critically wide, one
 # filter per corrected channel), "half" (bottleneck) or a fixed number.
@@ -142,6 +144,15 @@ class CorrectionUnit(keras.layers.Layer):
             always starts at zero. Defaults to `"he_normal"`.
         kernel_regularizer: optional regularizer on every conv kernel (the
             lambda * R(W) term of the paper's Eq. 5). Defaults to None.
+        channel_indices: None (the default) for a unit whose input is the
+            `channels` corrected channels. Otherwise the unit reads a conv
+            layer's full output and corrects the channels at these positions
+            (`len(channel_indices) == channels`), leaving every other channel
+            bit for bit as it was. The gather is folded into the first 1x1
+            conv and the scatter into the last one (their kernels are
+            zero-padded to the full channel count at call time), so no
+            separate gather/scatter pass over the activations is needed. The
+            weights, and so the parameter counts, are those of the plain unit.
         **kwargs: standard `keras.layers.Layer` arguments (`name`, ...).
 
     Batch norm inside the unit is trainable and follows the `training` flag:
@@ -164,6 +175,7 @@ class CorrectionUnit(keras.layers.Layer):
         dilation_rates: Sequence[int] | None = None,
         kernel_initializer: Any = "he_normal",
         kernel_regularizer: Any = None,
+        channel_indices: Sequence[int] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -203,6 +215,14 @@ class CorrectionUnit(keras.layers.Layer):
                 f"preset={preset!r}. Received: dilation_rates={dilation_rates}"
             )
         self.batch_norm = spec["batch_norm"]
+        self.channel_indices = (
+            None if channel_indices is None else [int(i) for i in channel_indices]
+        )
+        if self.channel_indices is not None and len(self.channel_indices) != self.channels:
+            raise ValueError(
+                f"channel_indices must hold channels={self.channels} indices. "
+                f"Received: channel_indices={list(channel_indices)}"
+            )
         self.stack = self._make_stack()
 
     def _conv(self, filters: int, kernel: int, dilation: int, name: str, last=False):
@@ -241,23 +261,60 @@ class CorrectionUnit(keras.layers.Layer):
         return stack
 
     def build(self, input_shape):
-        if input_shape[-1] != self.channels:
-            raise ValueError(
-                f"CorrectionUnit(channels={self.channels}) needs inputs with "
-                f"{self.channels} channels. Received input shape: {input_shape}"
-            )
-        shape = tuple(input_shape)
+        if self.channel_indices is None:
+            if input_shape[-1] != self.channels:
+                raise ValueError(
+                    f"CorrectionUnit(channels={self.channels}) needs inputs with "
+                    f"{self.channels} channels. Received input shape: {input_shape}"
+                )
+        else:
+            total = input_shape[-1]
+            validate_channel_indices(self.channel_indices, total, "channel_indices")
+            # Row of each input channel in the zero-padded 1x1 kernels: its
+            # rank among the corrected channels, or `channels` (a zero row).
+            self._padded_rows = np.full(total, self.channels, dtype="int32")
+            self._padded_rows[self.channel_indices] = np.arange(self.channels)
+        shape = tuple(input_shape[:-1]) + (self.channels,)
         for layer in self.stack:
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
 
-    def call(self, inputs, training=None):
-        residual = inputs
-        for layer in self.stack:
+    def _run_inner(self, hidden, training):
+        for layer in self.stack[1:-1]:
             if isinstance(layer, keras.layers.BatchNormalization):
-                residual = layer(residual, training=training)
+                hidden = layer(hidden, training=training)
             else:
-                residual = layer(residual)
+                hidden = layer(hidden)
+        return hidden
+
+    def _padded(self, tensor, axis: int):
+        """`tensor` with a zero slice appended on `axis`, gathered to full width."""
+        zero_shape = list(tensor.shape)
+        zero_shape[axis] = 1
+        padded = ops.concatenate([tensor, ops.zeros(zero_shape, tensor.dtype)], axis=axis)
+        return ops.take(padded, self._padded_rows, axis=axis)
+
+    @staticmethod
+    def _pointwise(inputs, kernel, bias):
+        """A 1x1 conv with the given (zero-padded) kernel and bias."""
+        kernel = ops.cast(kernel, inputs.dtype)
+        outputs = ops.conv(inputs, kernel, strides=1, padding="same")
+        return outputs + ops.cast(bias, inputs.dtype)
+
+    def call(self, inputs, training=None):
+        conv_in, conv_out = self.stack[0], self.stack[-1]
+        if self.channel_indices is None:
+            hidden = conv_in(inputs)
+            return inputs + conv_out(self._run_inner(hidden, training))
+        hidden = self._pointwise(
+            inputs, self._padded(conv_in.kernel, axis=2), conv_in.bias
+        )
+        hidden = self._run_inner(hidden, training)
+        residual = self._pointwise(
+            hidden,
+            self._padded(conv_out.kernel, axis=3),
+            self._padded(conv_out.bias, axis=0),
+        )
         return inputs + residual
 
     def compute_output_shape(self, input_shape):
@@ -268,6 +325,8 @@ class CorrectionUnit(keras.layers.Layer):
 
         Counts conv kernels only, as Table 10 of the paper does for its
         "FLOPs" (for 72 channels, k=5 on AlexNet's 55x55 conv1 map: 8.15e8).
+        With `channel_indices`, the zero-padded 1x1 convs do more work than
+        this (the full channel count in place of `channels`).
 
         Example:
 
@@ -300,6 +359,7 @@ class CorrectionUnit(keras.layers.Layer):
                 )
                 if self.kernel_regularizer is not None
                 else None,
+                "channel_indices": self.channel_indices,
             }
         )
         return config

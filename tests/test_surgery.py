@@ -187,6 +187,13 @@ def test_wrapped_model_equals_pretrained_at_init(build):
     assert len(correction_units(wrapped)) == len(conv_layers(pretrained))
 
 
+def test_explicit_plumbing_equals_pretrained_at_init_on_mobilenet():
+    pretrained = mobilenet_v2()
+    wrapped = wrap(pretrained, random_ranks(pretrained), first=8, fused=False)
+    x = images(pretrained)
+    assert max_abs_diff(wrapped(x), pretrained(x)) < 1e-5
+
+
 @pytest.mark.slow
 def test_resnet50_wrapped_equals_pretrained_at_init():
     pretrained = resnet50()
@@ -207,16 +214,18 @@ def test_every_preset_starts_as_the_identity(unit):
 # What wrap changes and what it leaves alone.
 
 
-def test_perturbed_units_change_only_the_selected_channels():
+@pytest.mark.parametrize("fused", [True, False])
+def test_perturbed_units_change_only_the_selected_channels(fused):
     pretrained = functional_bn_cnn()
     ranks = {"conv2": [5, 1, 7, 0, 2, 3, 4, 6]}
-    wrapped = wrap(pretrained, ranks, beta=0.5)
+    wrapped = wrap(pretrained, ranks, beta=0.5, fused=fused)
     perturb_units(wrapped)
     x = images(pretrained)
     assert max_abs_diff(wrapped(x), pretrained(x)) > 1e-3
 
+    corrected_name = "conv2_unit" if fused else "conv2_scatter"
     original_conv = keras.Model(pretrained.input, pretrained.get_layer("conv2").output)
-    corrected_conv = keras.Model(wrapped.input, wrapped.get_layer("conv2_scatter").output)
+    corrected_conv = keras.Model(wrapped.input, wrapped.get_layer(corrected_name).output)
     before, after = np.asarray(original_conv(x)), np.asarray(corrected_conv(x))
     changed = np.abs(after - before).max(axis=(0, 1, 2)) > 0
     assert sorted(np.flatnonzero(changed).tolist()) == [0, 1, 5, 7]
@@ -224,14 +233,32 @@ def test_perturbed_units_change_only_the_selected_channels():
     np.testing.assert_array_equal(after[..., untouched], before[..., untouched])
 
 
-def test_unit_sees_the_pre_activation_output_of_a_conv_with_builtin_relu():
+def test_fused_and_explicit_plumbing_compute_the_same_function():
+    pretrained = functional_bn_cnn()
+    ranks = random_ranks(pretrained)
+    fused = wrap(pretrained, ranks, beta=0.5, unit="lite", kernel_size=5)
+    explicit = wrap(pretrained, ranks, beta=0.5, unit="lite", kernel_size=5, fused=False)
+    assert "conv1_gather" in {l.name for l in explicit.layers}
+    assert "conv1_gather" not in {l.name for l in fused.layers}
+    perturb_units(fused)
+    for name, unit in correction_units(fused).items():
+        correction_units(explicit)[name].set_weights(unit.get_weights())
+    x = images(pretrained)
+    assert max_abs_diff(fused(x), explicit(x)) < 1e-5
+    assert fused.count_params() == explicit.count_params()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_unit_sees_the_pre_activation_output_of_a_conv_with_builtin_relu(fused):
     pretrained = small_sequential_cnn()
-    wrapped = wrap(pretrained, {"conv1": np.arange(8)}, beta=1.0)
+    wrapped = wrap(pretrained, {"conv1": np.arange(8)}, beta=1.0, fused=fused)
     assert wrapped.get_layer("conv1").get_config()["activation"] == "linear"
     assert wrapped.get_layer("conv1_activation").get_config()["activation"] == "relu"
-    unit_input = keras.Model(wrapped.input, wrapped.get_layer("conv1_gather").output)
+    first_after_conv = "conv1_unit" if fused else "conv1_gather"
+    assert wrapped.get_layer(first_after_conv).input is wrapped.get_layer("conv1").output
+    conv_output = keras.Model(wrapped.input, wrapped.get_layer("conv1").output)
     x = images(pretrained)
-    assert np.asarray(unit_input(x)).min() < 0  # pre-ReLU values reach the unit
+    assert np.asarray(conv_output(x)).min() < 0  # pre-ReLU values reach the unit
     # The original layer keeps its activation: the input model is not modified.
     assert pretrained.get_layer("conv1").get_config()["activation"] == "relu"
 
@@ -304,7 +331,7 @@ def test_accepts_a_ranking_object():
             return np.arange(8)[::-1]
 
     wrapped = wrap(functional_bn_cnn(), FakeRanking(), beta=0.25)
-    assert wrapped.get_layer("conv2_gather").indices == [7, 6]
+    assert wrapped.get_layer("conv2_unit").channel_indices == [7, 6]
 
 
 def test_corrected_count_rounds_like_the_paper():
@@ -329,9 +356,10 @@ def test_custom_unit_factory():
 # Saving.
 
 
-def test_keras_file_round_trip_in_safe_mode(tmp_path):
+@pytest.mark.parametrize("fused", [True, False])
+def test_keras_file_round_trip_in_safe_mode(tmp_path, fused):
     pretrained = functional_bn_cnn()
-    wrapped = wrap(pretrained, random_ranks(pretrained), beta=0.5, unit="lite")
+    wrapped = wrap(pretrained, random_ranks(pretrained), beta=0.5, unit="lite", fused=fused)
     perturb_units(wrapped)
     path = os.fspath(tmp_path / "wrapped.keras")
     wrapped.save(path)
@@ -347,7 +375,8 @@ def test_keras_file_round_trip_in_safe_mode(tmp_path):
 @pytest.mark.slow
 def test_mobilenet_keras_file_round_trip_in_safe_mode(tmp_path):
     pretrained = mobilenet_v2()
-    wrapped = wrap(pretrained, random_ranks(pretrained), first=5, unit="bottleneck")
+    wrapped = wrap(pretrained, random_ranks(pretrained), first=5, unit="bottleneck",
+                   fused=False)
     perturb_units(wrapped)
     path = os.fspath(tmp_path / "mobilenet.keras")
     wrapped.save(path)

@@ -135,3 +135,32 @@ def test_wrong_dilation_count_and_bad_sizes_raise():
 def test_input_channel_mismatch_raises():
     with pytest.raises(ValueError, match="needs inputs with 8 channels"):
         CorrectionUnit(8).build((None, 4, 4, 5))
+
+
+def test_fused_unit_matches_the_plain_unit_on_the_gathered_channels():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 7, 7, 10)).astype("float32")
+    indices = [7, 2, 5, 0]
+    fused = CorrectionUnit(4, "lite", 5, channel_indices=indices)
+    fused.build(x.shape)
+    plain = built_unit(4, "lite", 5)
+    assert trainable_count(fused) == trainable_count(plain)
+    for weight in fused.trainable_weights:
+        weight.assign(rng.normal(0, 0.3, weight.shape).astype("float32"))
+    plain.set_weights(fused.get_weights())
+    out = np.asarray(fused(x))
+    np.testing.assert_allclose(out[..., indices], np.asarray(plain(x[..., indices])),
+                               atol=1e-5)
+    others = [c for c in range(10) if c not in indices]
+    np.testing.assert_array_equal(out[..., others], x[..., others])
+    clone = CorrectionUnit.from_config(fused.get_config())
+    clone.build(x.shape)
+    clone.set_weights(fused.get_weights())
+    np.testing.assert_array_equal(np.asarray(clone(x)), out)
+
+
+def test_fused_unit_validates_its_indices():
+    with pytest.raises(ValueError, match="channel_indices must hold channels=3"):
+        CorrectionUnit(3, channel_indices=[0, 1])
+    with pytest.raises(ValueError, match=r"channel_indices must hold integers in \[0, 4\)"):
+        CorrectionUnit(2, channel_indices=[0, 9]).build((None, 5, 5, 4))
