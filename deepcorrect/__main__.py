@@ -1,0 +1,7 @@
+"""`python -m deepcorrect`."""
+
+import sys
+
+from deepcorrect.cli import main
+
+sys.exit(main())

@@ -1,0 +1,254 @@
+"""`deepcorrect` command line: `rank | wrap | finetune | train | evaluate | export`.
+
+A typical session on CIFAR-10 (models are `.keras` files or `keras.applications`
+names with `--weights`; data is an image folder or a CIFAR-style `.npz`):
+
+    deepcorrect rank --model base.keras --data cifar10.npz --distortion gaussian_blur \\
+        --preset deepcorrect_cifar --limit 1000 --out ranking.json
+    deepcorrect wrap --model base.keras --ranking ranking.json --beta 0.5 --out wrapped.keras
+    deepcorrect train --model wrapped.keras --data cifar10.npz --distortion gaussian_blur \\
+        --preset deepcorrect_cifar --epochs 5 --checkpoint-dir runs/blur --out corrected.keras
+    deepcorrect evaluate --model base.keras --model corrected.keras --data cifar10.npz \\
+        --distortion gaussian_blur --preset deepcorrect_cifar --out eval/
+    deepcorrect export --model corrected.keras --out serving/
+
+Errors print one line on stderr and exit with status 2. `rank` and `train`
+killed part-way resume when run again with the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from distort.cli_common import CLIError, fail_cleanly, load_model_spec, refuse_existing
+
+
+def _model_args(p, many: bool = False) -> None:
+    p.add_argument("--model", required=True, action="append" if many else "store",
+                   help="a .keras file or a keras.applications name (e.g. MobileNetV2)")
+    p.add_argument("--weights", default=None,
+                   help="weights file for a keras.applications model (default: download imagenet)")
+
+
+def _data_args(p) -> None:
+    p.add_argument("--data", required=True,
+                   help="a CIFAR-style .npz (x_train, y_train, x_test, y_test) or an image folder")
+    p.add_argument("--split", choices=("train", "test"), default=None,
+                   help="which split of an .npz to use (default: train for rank/train, test for evaluate)")
+    p.add_argument("--limit", type=int, default=None, help="use the first N images")
+
+
+def _distortion_args(p) -> None:
+    p.add_argument("--distortion", required=True, help="a distortion name, e.g. gaussian_blur, awgn")
+    p.add_argument("--levels", type=float, nargs="+", default=None,
+                   help="levels (default: the preset's levels for the distortion)")
+    p.add_argument("--preset", default="deepcorrect_cifar",
+                   help="level preset (default deepcorrect_cifar; deepcorrect_imagenet for ImageNet)")
+
+
+def _load_data(args, default_split: str, size: int | None):
+    from distort import data
+
+    p = Path(args.data)
+    split = args.split or default_split
+    if p.suffix == ".npz":
+        (xt, yt), (xv, yv) = data.load_cifar10(p)
+        x, y = (xt, yt) if split == "train" else (xv, yv)
+    else:
+        folder = data.load_image_folder(p, size=size or 224)
+        x, y = folder.images, folder.labels
+    if args.limit is not None:
+        if args.limit < 1:
+            raise CLIError(f"--limit must be >= 1. Received: {args.limit}")
+        x, y = x[: args.limit], y[: args.limit]
+    return x, y
+
+
+def _levels(args):
+    from distort import presets
+
+    return args.levels if args.levels is not None else list(presets.levels(args.preset, args.distortion))
+
+
+def _run_rank(args) -> None:
+    import deepcorrect
+
+    from distort import presets, registry
+
+    registry.check_name(args.distortion)
+    refuse_existing(args.out, args.overwrite)
+    _, (model, preprocess), size = load_model_spec(args.model, args.weights)
+    x, y = _load_data(args, "train", size)
+    options = presets.options(args.preset).get(args.distortion, {})
+    distortion = registry.distortion(args.distortion, **options) if options else args.distortion
+    ranking = deepcorrect.rank(model, x, y, distortion, _levels(args), layers=args.layers,
+                               site=args.site, score=args.score, method=args.method,
+                               batch_size=args.batch_size, seed=args.seed, preprocess=preprocess,
+                               checkpoint=str(args.out) + ".partial")
+    ranking.save(args.out)
+    Path(str(args.out) + ".partial").unlink(missing_ok=True)
+    for name in ranking.layer_names:
+        print(f"{name}: top filters {ranking.order(name)[:8].tolist()}")
+    print(f"wrote {args.out}")
+
+
+def _run_wrap(args) -> None:
+    import deepcorrect
+
+    refuse_existing(args.out, args.overwrite)
+    _, (model, _), _ = load_model_spec(args.model, args.weights)
+    ranking = deepcorrect.Ranking.load(args.ranking, model=model)
+    wrapped = deepcorrect.wrap(model, ranking, beta=args.beta, unit=args.unit, first=args.first,
+                               train_head=args.train_head)
+    _save(wrapped, args.out)
+    trainable = sum(int(np.prod(w.shape)) for w in wrapped.trainable_weights)
+    print(f"wrote {args.out} ({trainable:,} trainable parameters)")
+
+
+def _run_finetune(args) -> None:
+    import deepcorrect
+
+    refuse_existing(args.out, args.overwrite)
+    _, (model, _), _ = load_model_spec(args.model, args.weights)
+    k = args.k if args.k == "all" else int(args.k)
+    tuned = deepcorrect.finetune(model, k)
+    _save(tuned, args.out)
+    trainable = sum(int(np.prod(w.shape)) for w in tuned.trainable_weights)
+    print(f"wrote {args.out} ({trainable:,} trainable parameters)")
+
+
+def _run_train(args) -> None:
+    import deepcorrect
+
+    refuse_existing(args.out, args.overwrite)
+    label, (model, preprocess), size = load_model_spec(args.model, args.weights)
+    x, y = _load_data(args, "train", size)
+    teacher = None
+    if args.teacher:
+        _, (teacher, _), _ = load_model_spec(args.teacher, args.weights)
+    deepcorrect.train(model, x, None if teacher else y, args.distortion, _levels(args),
+                      preset=args.recipe, epochs=args.epochs, batch_size=args.batch_size,
+                      learning_rate=args.learning_rate, teacher=teacher, preprocess=preprocess,
+                      checkpoint_dir=args.checkpoint_dir, seed=args.seed)
+    _save(model, args.out)
+    print(f"wrote {args.out}")
+
+
+def _run_evaluate(args) -> None:
+    from distort import presets, registry
+    from distort.io import atomic_write_text
+    from distort.sweep import sweep
+
+    registry.check_name(args.distortion)
+    specs, size = {}, None
+    for name in args.model:
+        label, spec, s = load_model_spec(name, args.weights)
+        specs[label] = spec
+        size = size or s
+    x, y = _load_data(args, "test", size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = sweep(specs, x, y, {args.distortion: _levels(args)}, preset=args.preset,
+                   seed=args.seed, checkpoint=out / "evaluate.json",
+                   options=presets.options(args.preset))
+    result.to_csv(out / "evaluate.csv")
+    atomic_write_text(out / "evaluate.md", result.to_markdown("top1"))
+    result.plot(out / "evaluate.png", metrics=("top1",))
+    print(result.to_markdown("top1"))
+
+
+def _run_export(args) -> None:
+    import deepcorrect
+
+    refuse_existing(args.out, args.overwrite)
+    _, (model, _), _ = load_model_spec(args.model, args.weights)
+    deepcorrect.export(model, args.out, preprocess=args.preprocess)
+    print(f"wrote {args.out}")
+
+
+def _save(model, path) -> None:
+    from distort.io import atomic_path
+
+    if not str(path).endswith(".keras"):
+        raise CLIError(f"--out must end in .keras. Received: {path}")
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepcorrect", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("rank", help="rank conv filters by correction priority (Algorithm 1)")
+    _model_args(p), _data_args(p), _distortion_args(p)
+    p.add_argument("--layers", nargs="+", default=None, help="conv layer names (default: all)")
+    p.add_argument("--site", default="pre_activation", choices=("pre_activation", "post_activation"))
+    p.add_argument("--score", default="gain", choices=("gain", "relative_error"))
+    p.add_argument("--method", default="exact", choices=("exact", "approx"))
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="ranking JSON to write")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(run=_run_rank)
+
+    p = sub.add_parser("wrap", help="add correction units on the top-ranked filters")
+    _model_args(p)
+    p.add_argument("--ranking", required=True, help="ranking JSON from `deepcorrect rank`")
+    p.add_argument("--beta", type=float, default=0.5, help="fraction of filters to correct, (0, 1]")
+    p.add_argument("--unit", default="cw", help="unit preset: cw, lite, bottleneck, no_bn")
+    p.add_argument("--first", type=int, default=None, help="correct only the first k ranked conv layers")
+    p.add_argument("--train-head", type=int, default=0, help="also train the last k layers (Deepcorr-kc)")
+    p.add_argument("--out", required=True, help="output .keras file")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(run=_run_wrap)
+
+    p = sub.add_parser("finetune", help="Finetune-k baseline: make the first k conv layers trainable")
+    _model_args(p)
+    p.add_argument("--k", required=True, help="number of conv layers from the input, or 'all'")
+    p.add_argument("--out", required=True, help="output .keras file")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(run=_run_finetune)
+
+    p = sub.add_parser("train", help="train a wrapped or fine-tunable model on half-distorted batches")
+    _model_args(p), _data_args(p), _distortion_args(p)
+    p.add_argument("--recipe", default="deepcorrect_cifar",
+                   help="training preset: deepcorrect_cifar, deepcorrect_imagenet, cpu_quick")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--teacher", default=None, help="label-free mode: a frozen reference model")
+    p.add_argument("--checkpoint-dir", default=None, help="per-epoch backups; rerun to resume")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output .keras file")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(run=_run_train)
+
+    p = sub.add_parser("evaluate", help="accuracy per level of one or more models")
+    _model_args(p, many=True), _data_args(p), _distortion_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(run=_run_evaluate)
+
+    p = sub.add_parser("export", help="write a SavedModel for TF Serving")
+    _model_args(p)
+    p.add_argument("--preprocess", default=None,
+                   help="preprocessing applied to uint8 inputs: mobilenet_v2, tf, torch, caffe, or none")
+    p.add_argument("--out", required=True, help="output SavedModel folder")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(run=_run_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the `deepcorrect` command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return fail_cleanly(args.run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

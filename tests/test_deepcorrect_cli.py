@@ -1,0 +1,109 @@
+"""The `deepcorrect` command line end to end on real CIFAR-10 images, and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import CIFAR10, REPO
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "deepcorrect", *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory, cifar10_small):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(x)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(cifar10_small[0].astype("float32"), cifar10_small[1], epochs=1, verbose=0)
+    path = tmp_path_factory.mktemp("cli") / "base.keras"
+    model.save(path)
+    return path
+
+
+def test_rank_wrap_finetune_train_evaluate_export(tmp_path, base_model):
+    if not CIFAR10.is_file():
+        pytest.skip("CIFAR-10 not found")
+    ranking = tmp_path / "ranking.json"
+    proc = cli("rank", "--model", base_model, "--data", CIFAR10, "--split", "test", "--limit", 64,
+               "--distortion", "awgn", "--levels", 20, 40, "--layers", "conv1", "--out", ranking)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    saved = json.loads(ranking.read_text())
+    assert "conv1" in json.dumps(saved)
+
+    wrapped = tmp_path / "wrapped.keras"
+    proc = cli("wrap", "--model", base_model, "--ranking", ranking, "--beta", 0.5, "--out", wrapped)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "trainable parameters" in proc.stdout
+
+    tuned = tmp_path / "tuned.keras"
+    assert cli("finetune", "--model", base_model, "--k", 1, "--out", tuned).returncode == 0
+    loaded = keras.models.load_model(tuned, safe_mode=True)
+    assert loaded.get_layer("conv1").trainable and not loaded.get_layer("conv2").trainable
+
+    corrected = tmp_path / "corrected.keras"
+    proc = cli("train", "--model", wrapped, "--data", CIFAR10, "--limit", 128, "--distortion", "awgn",
+               "--levels", 20, 40, "--recipe", "cpu_quick", "--epochs", 1, "--batch-size", 32,
+               "--checkpoint-dir", tmp_path / "run", "--out", corrected)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert (tmp_path / "run" / "model.keras").exists()
+
+    proc = cli("evaluate", "--model", base_model, "--model", corrected, "--data", CIFAR10,
+               "--limit", 64, "--distortion", "awgn", "--levels", 20, "--out", tmp_path / "eval")
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "| corrected |" in proc.stdout and "| base |" in proc.stdout
+
+    proc = cli("export", "--model", corrected, "--out", tmp_path / "serving")
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert (tmp_path / "serving" / "saved_model.pb").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["wrap", "--model", "nope.keras", "--ranking", "r.json", "--out", "w.keras"], "not found"),
+    (["finetune", "--model", "ResNet9", "--k", "1", "--out", "w.keras"], "--model must be"),
+    (["rank", "--model", "nope.keras", "--data", "x.npz", "--distortion", "fog", "--out", "r.json"],
+     "name must be one of"),
+])
+def test_errors_are_one_line(args, fragment):
+    proc = cli(*args)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert fragment in proc.stderr.strip().splitlines()[-1]
+
+
+def test_ranking_for_another_model_is_refused(tmp_path, base_model, cifar10_small):
+    import deepcorrect
+
+    other = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(4, 3, name="c"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    r = deepcorrect.rank(other, cifar10_small[0][:16], cifar10_small[1][:16], "awgn", [20.0],
+                         progress=False)
+    r.save(tmp_path / "other.json")
+    proc = cli("wrap", "--model", base_model, "--ranking", tmp_path / "other.json", "--out",
+               tmp_path / "w.keras")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error:" in proc.stderr
+
+
+def test_existing_output_is_refused(tmp_path, base_model):
+    out = tmp_path / "exists.keras"
+    out.write_text("keep me")
+    proc = cli("finetune", "--model", base_model, "--k", "all", "--out", out)
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    assert out.read_text() == "keep me"
