@@ -24,6 +24,10 @@ How it is computed here, for any Keras functional CNN:
    evaluated in one call by stacking `K` copies of the batch, copy `k` taking
    channel `j_k` from the clean activations (`tf.where` on a one-hot mask, so
    the swapped values are bit-exact copies).
+5. Per-channel layers right after the site (batch norm, elementwise
+   activations, pooling, padding, depthwise convolutions with multiplier 1)
+   commute with a channel swap, element for element. The swap is made after
+   them, so they run once per image rather than once per stacked swap.
 
 `method="approx"` replaces step 4 by a first-order estimate from one forward
 and backward pass per image: the loss change of a swap is approximated by
@@ -68,6 +72,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import keras
@@ -110,6 +115,26 @@ CHAIN_TYPES: tuple[type, ...] = tuple(
         "LeakyReLU",
         "PReLU",
         "ELU",
+    )
+    if hasattr(keras.layers, name)
+)
+
+# Layers whose output channel c depends only on input channel c (in inference
+# mode): the exact method swaps after a chain of them (`_push`).
+PER_CHANNEL_TYPES: tuple[type, ...] = tuple(
+    getattr(keras.layers, name)
+    for name in (
+        "BatchNormalization", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU",
+        "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+        "GaussianNoise", "GaussianDropout", "AlphaDropout",
+        "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+        "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+        "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+        "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+        "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+        "Cropping1D", "Cropping2D", "Cropping3D",
+        "UpSampling1D", "UpSampling2D", "UpSampling3D",
+        "DepthwiseConv1D", "DepthwiseConv2D",
     )
     if hasattr(keras.layers, name)
 )
@@ -176,7 +201,10 @@ class Ranking:
         num_images: number of ranking images.
         baseline_accuracy: top-1 accuracy on the distorted images, per level
             (`p_b`; empty for the approximate method).
-        extra: free-form JSON-serialisable metadata (seed, filter ranges).
+        extra: free-form JSON-serialisable metadata: `seed`, `filters` (the
+            computed range per layer), `run` (the arguments a checkpoint must
+            match), `done` (finished layers) and `timing` (per layer: wall
+            `seconds`, `tail_seconds` and `tail_samples` of the swap passes).
 
     Example:
 
@@ -753,12 +781,13 @@ class _Site:
     """Where the swaps happen for one ranked layer."""
 
     layer_name: str
-    key: Hashable
+    key: Hashable  # the site tensor (what the approximate method differentiates)
+    swap_key: Hashable  # where the exact method stacks and swaps (see _push)
     channels: int
     channel_axis: int  # axis in the (batched) site tensor
-    tail: list[int]
-    boundary: list[Hashable]
-    head: list[int]
+    tail: list[int]  # steps after swap_key
+    boundary: list[Hashable]  # tensors the tail reads from before swap_key
+    head: list[int]  # steps computing swap_key and the boundary
 
 
 def _conv_layers(model: keras.Model) -> list[Any]:
@@ -792,21 +821,70 @@ def _site_for(program: _Program, layer: Any, site: str) -> _Site:
             key = program.steps[found[0] + 1].outputs[0]
         key = _follow_chain(program, key)
     channel_axis = 1 if layer.data_format == "channels_first" else -1
-    tail = program.downstream(key)
     if program.output != key and not any(
-        program.output in program.steps[i].outputs for i in tail
+        program.output in program.steps[i].outputs
+        for i in program.downstream(key)
     ):
         raise ValueError(f"The model output does not depend on {layer.name!r}.")
-    boundary = program.boundary(key, tail)
+    swap_key = _push(program, key, layer.data_format)
+    tail = program.downstream(swap_key)
+    boundary = program.boundary(swap_key, tail)
     return _Site(
         layer_name=layer.name,
         key=key,
+        swap_key=swap_key,
         channels=_filter_count(layer),
         channel_axis=channel_axis,
         tail=tail,
         boundary=boundary,
-        head=program.ancestors([key, *boundary]),
+        head=program.ancestors([swap_key, *boundary]),
     )
+
+
+def _per_channel(layer: Any, data_format: str) -> bool:
+    """Whether output channel c of `layer` depends on input channel c alone.
+
+    For such a layer f, f(swap_j(clean, dist)) == swap_j(f(clean), f(dist))
+    element for element, so the swap can be made after it.
+    """
+    if not isinstance(layer, PER_CHANNEL_TYPES):
+        return False
+    if getattr(layer, "data_format", data_format) != data_format:
+        return False
+    if isinstance(layer, keras.layers.Activation):
+        name = getattr(layer.activation, "__name__", "")
+        return name not in ("softmax", "log_softmax")
+    if isinstance(layer, keras.layers.BatchNormalization):
+        if not layer._inbound_nodes or not isinstance(layer.axis, int):
+            return False
+        rank = len(layer._inbound_nodes[0].arguments.keras_tensors[0].shape)
+        axis = layer.axis
+        want = 1 if data_format == "channels_first" else rank - 1
+        return axis % rank == want
+    if hasattr(layer, "depth_multiplier"):
+        return int(layer.depth_multiplier) == 1
+    return True
+
+
+def _push(program: _Program, key: Hashable, data_format: str) -> Hashable:
+    """Moves the swap point down a single-consumer chain of per-channel layers.
+
+    Swapping channel j of the site and then running per-channel layers gives
+    exactly (element for element) the channel-j swap of the clean and
+    distorted outputs of those layers, so the layers run once per image
+    instead of once per stacked swap.
+    """
+    while key != program.output:
+        consumers = program.consumers.get(key, [])
+        if len(consumers) != 1:
+            break
+        step = program.steps[consumers[0]]
+        if len(step.inputs) != 1 or len(step.outputs) != 1:
+            break
+        if not _per_channel(step.layer, data_format):
+            break
+        key = step.outputs[0]
+    return key
 
 
 def _follow_chain(program: _Program, key: Hashable) -> Hashable:
@@ -986,7 +1064,7 @@ def _head_fn(program: _Program, site: _Site) -> Callable:
     @tf.function(reduce_retracing=True)
     def head(x):
         values = program.run({program.input: x}, site.head)
-        return values[site.key], [values[k] for k in site.boundary]
+        return values[site.swap_key], [values[k] for k in site.boundary]
 
     return head
 
@@ -1010,7 +1088,7 @@ def _swap_fn(program: _Program, site: _Site) -> Callable:
         mask = tf.reshape(mask, tf.concat([[k], mask_shape[1:]], 0))
         mixed = tf.where(mask, clean[None], dist[None])
         mixed = tf.reshape(mixed, tf.concat([[k * b], tf.shape(dist)[1:]], 0))
-        values = {site.key: mixed}
+        values = {site.swap_key: mixed}
         for key, t in zip(site.boundary, boundary):
             values[key] = tf.tile(t, [k] + [1] * (len(t.shape) - 1))
         values = program.run(values, site.tail)
@@ -1049,8 +1127,14 @@ def _swap_counts(
     filter_ids: np.ndarray,
     batch_size: int,
     progbar: keras.utils.Progbar | None,
+    timing: dict[str, float] | None = None,
 ) -> np.ndarray:
-    """Correct predictions after each swap: array (levels, len(filter_ids))."""
+    """Correct predictions after each swap: array (levels, len(filter_ids)).
+
+    If `timing` is given, `timing["tail_seconds"]` and `timing["tail_samples"]`
+    accumulate the wall time and the number of stacked samples of the tail
+    passes.
+    """
     head = _head_fn(program, site)
     swap = _swap_fn(program, site)
     chunk = min(data.n, batch_size)
@@ -1066,9 +1150,13 @@ def _swap_counts(
             labels = tf.constant(data.labels[s])
             start = 0
             for group in groups:
+                tick = time.perf_counter()
                 got = swap(clean, dist, boundary, labels,
-                           tf.constant(group, dtype=tf.int32))
-                counts[li, start:start + len(group)] += got.numpy()
+                           tf.constant(group, dtype=tf.int32)).numpy()
+                if timing is not None:
+                    timing["tail_seconds"] += time.perf_counter() - tick
+                    timing["tail_samples"] += len(group) * (s.stop - s.start)
+                counts[li, start:start + len(group)] += got
                 start += len(group)
                 done += len(group) * (s.stop - s.start)
                 if progbar is not None:
@@ -1345,6 +1433,7 @@ def rank(
         return result
 
     done = list(previous.extra.get("done", [])) if previous else []
+    timings = dict(previous.extra.get("timing", {})) if previous else {}
     priorities = previous.priorities if previous else empty
     base_counts = _baseline_counts(program, data, batch_size)
     base = list(base_counts / data.n)
@@ -1358,13 +1447,17 @@ def rank(
                   f"{len(levels)} levels x {data.n} images")
         bar = keras.utils.Progbar(len(ids) * len(levels) * data.n,
                                   verbose=1 if progress else 0, unit_name="swap")
-        swapped = _swap_counts(program, s, data, ids, batch_size, bar)
+        timing = {"tail_seconds": 0.0, "tail_samples": 0}
+        tick = time.perf_counter()
+        swapped = _swap_counts(program, s, data, ids, batch_size, bar, timing=timing)
+        timing["seconds"] = time.perf_counter() - tick
+        timings[s.layer_name] = timing
         priorities[s.layer_name][lo:hi] = _scores(swapped, base_counts, data.n, score)
         done.append(s.layer_name)
         if checkpoint:
             partial = make(priorities, base)
-            partial.extra["done"] = done
+            partial.extra.update(done=done, timing=timings)
             partial.save(checkpoint)
     result = make(priorities, base)
-    result.extra["done"] = done
+    result.extra.update(done=done, timing=timings)
     return result

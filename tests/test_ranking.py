@@ -140,6 +140,47 @@ def residual_forward(L, x, tap):
     return L["dense"](L["gap"](out))
 
 
+def inverted_layers(seed=5):
+    """A MobileNetV2-style inverted residual block."""
+    keras.utils.set_random_seed(seed)
+    return {
+        "stem": keras.layers.Conv2D(4, 3, padding="same", name="stem"),
+        "expand": keras.layers.Conv2D(8, 1, name="expand"),
+        "bn_e": keras.layers.BatchNormalization(name="bn_e"),
+        "relu6": keras.layers.ReLU(6.0, name="relu6"),
+        "dw": keras.layers.DepthwiseConv2D(3, padding="same", name="dw"),
+        "bn_d": keras.layers.BatchNormalization(name="bn_d"),
+        "relu_d": keras.layers.ReLU(name="relu_d"),
+        "project": keras.layers.Conv2D(4, 1, name="project"),
+        "add": keras.layers.Add(name="add"),
+        "gap": keras.layers.GlobalAveragePooling2D(name="gap"),
+        "dense": keras.layers.Dense(4, activation="softmax", name="probs"),
+    }
+
+
+def inverted_model(L, images):
+    inputs = keras.Input((12, 12, 3))
+    stem = L["stem"](inputs)
+    h = L["relu6"](L["bn_e"](L["expand"](stem)))
+    h = L["relu_d"](L["bn_d"](L["dw"](h)))
+    out = L["add"]([stem, L["project"](h)])
+    model = keras.Model(inputs, L["dense"](L["gap"](out)), name="inverted")
+    randomise_batch_norm(model.layers, 6)
+    calibrate_head(model, images)
+    return model
+
+
+def inverted_forward(L, x, tap):
+    stem = tap("stem", "pre_activation", L["stem"](x))
+    stem = tap("stem", "post_activation", stem)
+    h = tap("expand", "pre_activation", L["expand"](stem))
+    h = tap("expand", "post_activation", L["relu6"](L["bn_e"](h, training=False)))
+    h = tap("dw", "pre_activation", L["dw"](h))
+    h = tap("dw", "post_activation", L["relu_d"](L["bn_d"](h, training=False)))
+    out = L["add"]([stem, L["project"](h)])
+    return L["dense"](L["gap"](out))
+
+
 def brute_force(forward, L, images, labels, layer, site, score="gain"):
     """Algorithm 1 as a naive loop: one full forward pass per filter swap."""
     clean_x = tf.constant(scale(images.astype(np.float32)))
@@ -241,6 +282,33 @@ def test_residual_matches_brute_force(images, residual, layer, site):
     expected = brute_force(residual_forward, L, images, labels, layer, site)
     assert np.abs(expected).max() > 0
     np.testing.assert_allclose(result.priorities[layer], expected, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "layer,site",
+    [("expand", "pre_activation"), ("dw", "post_activation"), ("stem", "pre_activation")],
+)
+def test_inverted_residual_matches_brute_force(images, layer, site):
+    L = inverted_layers()
+    model = inverted_model(L, images)
+    labels = own_labels(model, images)
+    result = run_rank(model, images, labels, layers=[layer], site=site,
+                      batch_size=60)
+    expected = brute_force(inverted_forward, L, images, labels, layer, site)
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(result.priorities[layer], expected, atol=1e-12)
+
+
+def test_swap_is_pushed_past_per_channel_layers(images, plain, residual):
+    """The swap point moves past BN/ReLU/pooling, never past a branch point."""
+    program = ranking_module._Program(plain[0], split=[plain[0].get_layer("c2")])
+    site = ranking_module._site_for(program, plain[0].get_layer("c2"), "pre_activation")
+    assert program.steps[program.producer[site.swap_key]].layer.name == "pool"
+    model = residual[0]
+    program = ranking_module._Program(model)
+    site = ranking_module._site_for(program, model.get_layer("c2"), "pre_activation")
+    assert site.swap_key == site.key  # c2 feeds two branches
+    assert len(site.boundary) == 1  # r1, read by the add
 
 
 def test_relative_error_score_matches_brute_force(images, residual):
