@@ -156,8 +156,8 @@ def finetune(
     >>> m = keras.Sequential([keras.Input((8, 8, 3)),
     ...                       keras.layers.Conv2D(4, 3, name="c1"),
     ...                       keras.layers.Conv2D(4, 3, name="c2")])
-    >>> [w.path for w in finetune(m, 1).trainable_weights]
-    ['c1/kernel', 'c1/bias']
+    >>> sorted({w.path.split("/")[-2] for w in finetune(m, 1).trainable_weights})
+    ['c1']
     """
     names = set(finetune_layer_names(pretrained, k, train_batch_norm))
     model = copy_model(pretrained)

@@ -66,6 +66,7 @@ PREPROCESSING_MODES: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "caffe": _caffe_mode,  # RGB -> BGR, subtract the ImageNet BGR mean
     "unit": _unit_mode,  # scale to [0, 1]
     "raw": _raw_mode,  # pixels as they are (models with built-in rescaling)
+    "none": _raw_mode,  # same as "raw"
 }
 
 # keras.applications families and the mode their `preprocess_input` uses.

@@ -304,9 +304,9 @@ def choose_layers(
         model: the pretrained model.
         ranks: the ranking (dict or `Ranking`); every chosen layer needs one.
         layers: explicit layer names. Defaults to None.
-        first: correct the first `first` conv layers (Deepcorr-k). Defaults to
-            None. With neither `layers` nor `first`, every ranked layer is
-            corrected.
+        first: correct the first `first` ranked conv layers, in graph order
+            (Deepcorr-k when every conv layer is ranked). Defaults to None.
+            With neither `layers` nor `first`, every ranked layer is corrected.
 
     Returns:
         The chosen layer names, ordered as in the model.
@@ -334,14 +334,16 @@ def choose_layers(
             f"Received: layers={layers}, first={first}"
         )
     if first is not None:
+        _check_layer_names(ranked, table, "ranks")
+        ranked_convs = [n for n in convs if n in set(ranked)]
         if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or not (
-            1 <= first <= len(convs)
+            1 <= first <= len(ranked_convs)
         ):
             raise ValueError(
-                f"first must be an integer in [1, {len(convs)}] (the model has "
-                f"{len(convs)} conv layers). Received: first={first}"
+                f"first must be an integer in [1, {len(ranked_convs)}] (the "
+                f"number of ranked conv layers). Received: first={first}"
             )
-        chosen = convs[: int(first)]
+        chosen = ranked_convs[: int(first)]
         argument = "first"
     elif layers is not None:
         if isinstance(layers, str):
@@ -674,7 +676,8 @@ def wrap(
             per-layer dict of these. Defaults to `"cw"`.
         layers: names of the conv layers to correct. Defaults to None: every
             layer in `ranks` (or the first `first` conv layers).
-        first: correct the first `first` conv layers (Deepcorr-k). Defaults to
+        first: correct the first `first` ranked conv layers, counted from the
+            input (Deepcorr-k, when every conv layer is ranked). Defaults to
             None. Not together with `layers`.
         kernel_size: inner kernel size of the units, or a per-layer dict.
             Defaults to 3 (the paper uses 5 for AlexNet's conv1).

@@ -26,7 +26,7 @@ from deepcorrect.units import CorrectionUnit
 
 unit = CorrectionUnit(72, preset="cw", kernel_size=5)
 unit.build((None, 55, 55, 72))
-assert unit.count_params() == 270_288
+assert sum(w.numpy().size for w in unit.trainable_weights) == 270_288  # Table 10
 x = np.random.rand(1, 55, 55, 72).astype("float32")
 np.testing.assert_array_equal(unit(x), x)  # identity at initialisation
 ```
@@ -162,7 +162,7 @@ class CorrectionUnit(keras.layers.Layer):
 
     >>> unit = CorrectionUnit(72, preset="bottleneck")
     >>> unit.build((None, 27, 27, 72))
-    >>> unit.count_params()
+    >>> sum(w.numpy().size for w in unit.trainable_weights)  # Table 10
     40680
     """
 

@@ -198,6 +198,7 @@ def test_model_family_names_resolve_to_their_modes():
     pixels = tf.constant([[0.0, 127.5, 255.0]])
     np.testing.assert_allclose(resolve_preprocessing("mobilenet_v2")(pixels), [[-1, 0, 1]])
     np.testing.assert_allclose(resolve_preprocessing(None)(pixels), pixels)
+    np.testing.assert_allclose(resolve_preprocessing("none")(pixels), pixels)
     np.testing.assert_allclose(resolve_preprocessing("unit")(pixels), [[0, 0.5, 1]])
 
 

@@ -323,6 +323,12 @@ def test_first_k_and_per_layer_options():
     assert units["conv2"].channels == 2 and units["conv2"].preset == "bottleneck"
 
 
+def test_first_counts_ranked_conv_layers_from_the_input():
+    pretrained = functional_bn_cnn()
+    ranks = {name: np.arange(8) for name in ("dw3", "conv2")}
+    assert sorted(correction_units(wrap(pretrained, ranks, first=1))) == ["conv2"]
+
+
 def test_accepts_a_ranking_object():
     class FakeRanking:  # the duck type of deepcorrect.Ranking
         layer_names = ["conv2"]
@@ -445,6 +451,8 @@ def test_other_argument_errors():
     ranks = random_ranks(model)
     with pytest.raises(ValueError, match=r"first must be an integer in \[1, 2\]"):
         wrap(model, ranks, first=3)
+    with pytest.raises(ValueError, match=r"first must be an integer in \[1, 1\]"):
+        wrap(model, {"conv2": np.arange(12)}, first=2)
     with pytest.raises(ValueError, match="either layers or first"):
         wrap(model, ranks, first=1, layers=["conv1"])
     with pytest.raises(ValueError, match=r"train_head must be an integer in \[0, 3\]"):
