@@ -20,7 +20,6 @@ from deepcorrect.surgery import (
     corrected_count,
     wrap,
 )
-from deepcorrect.units import CorrectionUnit
 
 # ---------------------------------------------------------------------------
 # Small models and helpers.
