@@ -179,7 +179,11 @@ def classify(
     (4,)
     """
     prepare = _preprocessing_fn(preprocessing)
-    run = tf.function(lambda x: classifier(prepare(x), training=False), reduce_retracing=True)
+
+    @tf.function(reduce_retracing=True)
+    def run(batch):
+        return classifier(prepare(batch), training=False)
+
     images = np.asarray(images, dtype="float32")
     outputs = [
         np.argmax(np.asarray(run(tf.constant(images[start : start + batch_size]))), axis=-1)

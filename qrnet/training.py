@@ -138,7 +138,8 @@ def _head_layers(model: keras.Model, count: int) -> list[keras.layers.Layer]:
 
 def _infer_mode(specs: Sequence[ClassifierSpec], lambdas) -> str:
     weights = [spec.weight for spec in specs]
-    if not specs or lambdas == 0 and all(w in (None, 0) for w in weights):
+    lambdas_zero = lambdas is not None and bool(np.all(np.asarray(lambdas, dtype=float) == 0))
+    if not specs or lambdas_zero and all(w in (None, 0) for w in weights):
         return "recnet"
     return "qrnet" if len(specs) == 1 else "mqrnet"
 
@@ -415,7 +416,10 @@ def resolve_distortions(
         branch_seed = tf.random.stateless_uniform([2], seed + [0, 1], 0, 2**31 - 1, tf.int64)
 
         def branch(name, level):
-            return lambda: tf.cast(apply_fn(images, name, level, seed=branch_seed), tf.float32)
+            def run():
+                return tf.cast(apply_fn(images, name, level, seed=branch_seed), tf.float32)
+
+            return run
 
         out = tf.switch_case(pick, [branch(name, level) for name, level in choices])
         return tf.ensure_shape(out, images.shape)

@@ -123,7 +123,7 @@ def _l1_gradients(restorer, noisy, clean):
 def test_lambda_zero_gives_exactly_the_recnet_gradient():
     restorer, classifier = _restorer(), _classifier()
     noisy, clean, labels = _batch()
-    with_classifier = QualityRecoveryTrainer(restorer, classifier, lambdas=0.0, preprocessing="unit")
+    with_classifier = QualityRecoveryTrainer(restorer, classifier, lambdas=[0.0], preprocessing="unit")
     recnet = QualityRecoveryTrainer(restorer, mode="recnet")
     assert with_classifier.mode == "recnet"
     assert len(with_classifier.trainable_variables) == len(restorer.trainable_variables)
