@@ -101,7 +101,7 @@ def _run_wrap(args) -> None:
 
     refuse_existing(args.out, args.overwrite)
     _, (model, _), _ = load_model_spec(args.model, args.weights)
-    ranking = deepcorrect.Ranking.load(args.ranking, model=model)
+    ranking = _load_ranking(args.ranking, model)
     wrapped = deepcorrect.wrap(model, ranking, beta=args.beta, unit=args.unit, first=args.first,
                                train_head=args.train_head)
     _save(wrapped, args.out)
@@ -109,10 +109,54 @@ def _run_wrap(args) -> None:
     print(f"wrote {args.out} ({trainable:,} trainable parameters)")
 
 
+def _load_ranking(path: str, model):
+    """Reads a `--ranking` JSON file made for `model`.
+
+    Args:
+        path: The ranking file written by `deepcorrect rank`.
+        model: The model the ranking must have been made for.
+
+    Returns:
+        The `deepcorrect.Ranking`.
+
+    Raises:
+        CLIError: For a missing file, a directory, malformed JSON, a JSON
+            document that is not a ranking, or a ranking of another model.
+    """
+    import json
+
+    import deepcorrect
+
+    p = Path(path)
+    if p.is_dir():
+        raise CLIError(f"--ranking must be a JSON file, not a directory: {p}")
+    if not p.is_file():
+        raise CLIError(f"--ranking file not found: {p}")
+    try:
+        content = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CLIError(f"--ranking is not valid JSON ({e}): {p}") from None
+    if not isinstance(content, dict):
+        raise CLIError(f"--ranking is not a deepcorrect ranking (a JSON object is expected, "
+                       f"found {type(content).__name__}): {p}")
+    try:
+        ranking = deepcorrect.Ranking.from_dict(content)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise CLIError(f"--ranking is not a deepcorrect ranking (bad or missing field {e}): "
+                       f"{p}") from None
+    try:
+        ranking.check_model(model)
+    except ValueError as e:
+        raise CLIError(f"--ranking does not fit --model: {e}") from None
+    return ranking
+
+
 def _run_finetune(args) -> None:
     import deepcorrect
 
     refuse_existing(args.out, args.overwrite)
+    if args.k != "all" and not args.k.lstrip("-").isdigit():
+        raise CLIError(f"--k must be an integer or 'all'. Received: --k {args.k}")
     _, (model, _), _ = load_model_spec(args.model, args.weights)
     k = args.k if args.k == "all" else int(args.k)
     tuned = deepcorrect.finetune(model, k)

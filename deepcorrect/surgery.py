@@ -385,6 +385,11 @@ def plan_corrections(
     Returns:
         The corrections, in graph order.
 
+    Raises:
+        ValueError: see `wrap`; also when `ranks` is a `Ranking` whose
+            recorded filter count of a chosen layer differs from the model's
+            (a ranking of another model).
+
     Example:
 
     >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c")])
@@ -397,8 +402,16 @@ def plan_corrections(
     for value, argument in ((beta, "beta"), (unit, "unit"), (kernel_size, "kernel_size")):
         _check_per_layer_keys(value, argument, convs)
     plan = []
+    recorded = getattr(ranks, "filter_counts", None)  # a Ranking records its model's shapes
     for name in chosen:
         channels = conv_output_channels(table[name])
+        if isinstance(recorded, Mapping) and name in recorded and int(recorded[name]) != channels:
+            raise ValueError(
+                f"ranks was made for a model whose layer {name!r} has "
+                f"{recorded[name]} filters, but this model's {name!r} has "
+                f"{channels}: rank this model, or pass the ranking of model "
+                f"{getattr(ranks, 'model_name', '?')!r} to that model."
+            )
         layer_beta = _check_beta(
             _per_layer(beta, name, chosen, "beta"),
             f"beta[{name!r}]" if isinstance(beta, Mapping) else "beta",
@@ -696,8 +709,9 @@ def wrap(
 
     Raises:
         ValueError: for a `beta` outside (0, 1], unknown or non-conv layer
-            names, invalid channel indices, an unknown unit preset, or a model
-            without conv layers.
+            names, invalid channel indices, a `Ranking` of a model with other
+            filter counts, an unknown unit preset, or a model without conv
+            layers.
 
     Example:
 

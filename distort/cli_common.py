@@ -16,7 +16,15 @@ class CLIError(ValueError):
 def fail_cleanly(run: Callable, args) -> int:
     """Runs `run(args)`; expected errors become one stderr line and exit 2.
 
-    Set `DEEPCORRECT_DEBUG=1` to see the full traceback.
+    A multi-line error message is joined into one line. Set
+    `DEEPCORRECT_DEBUG=1` to see the full traceback.
+
+    Args:
+        run: The subcommand, a function of the parsed arguments.
+        args: The parsed arguments.
+
+    Returns:
+        The exit status: 0, 2 for an error, 130 when interrupted.
     """
     try:
         run(args)
@@ -28,13 +36,22 @@ def fail_cleanly(run: Callable, args) -> int:
             OSError) as e:
         if os.environ.get("DEEPCORRECT_DEBUG"):
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0
 
 
 def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
-    """Raises unless `path` is new or `overwrite` is set."""
+    """Raises unless `path` is new or `overwrite` is set.
+
+    Args:
+        path: The output path.
+        overwrite: Whether an existing output may be replaced.
+
+    Raises:
+        CLIError: If `path` exists and `overwrite` is False.
+    """
     if Path(path).exists() and not overwrite:
         raise CLIError(f"output exists: {path} (pass --overwrite to replace it)")
 
@@ -50,6 +67,10 @@ def load_model_spec(name: str, weights: str | None = None):
 
     Returns:
         `(label, spec, input_size)` where `spec` is `(model, preprocess)`.
+
+    Raises:
+        CLIError: For a missing or unloadable `.keras` file, a directory, an
+            unknown application name or a missing weights file.
     """
     import keras
 
@@ -57,9 +78,15 @@ def load_model_spec(name: str, weights: str | None = None):
 
     p = Path(name)
     if p.suffix == ".keras":
+        if p.is_dir():
+            raise CLIError(f"--model must be a .keras file, not a directory: {p}")
         if not p.is_file():
             raise CLIError(f"model file not found: {p}")
-        model = keras.models.load_model(p, safe_mode=True)
+        try:
+            model = keras.models.load_model(p, safe_mode=True)
+        except (ValueError, OSError) as e:
+            raise CLIError(f"--model is not a loadable .keras model ({' '.join(str(e).split())}): "
+                           f"{p}") from None
         size = model.input_shape[1]
         return p.stem, (model, None), size
     app, *extra = name.split(":")

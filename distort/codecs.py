@@ -157,14 +157,26 @@ def _pillow_jpeg2000(image: np.ndarray, psnr: float) -> np.ndarray:
 
 
 def _glymur_jpeg2000(image: np.ndarray, psnr: float) -> np.ndarray:
+    """Encodes and decodes one HWC uint8 image with glymur at a target PSNR.
+
+    Args:
+        image: uint8 `[H, W, C]`, 1 or 3 channels.
+        psnr: Target PSNR in dB.
+
+    Returns:
+        The decoded image, same shape.
+    """
     import os
     import tempfile
 
     import glymur
 
+    # OpenJPEG refuses more wavelet levels than the image has: at most
+    # 1 + log2(short side), and its default of 6 needs 32 px.
+    resolutions = max(1, min(6, int(np.log2(max(1, min(image.shape[:2])))) + 1))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "image.jp2")
         glymur.Jp2k(path, data=image[..., 0] if image.shape[-1] == 1 else image,
-                    psnr=[psnr], irreversible=True)
+                    psnr=[psnr], irreversible=True, numres=resolutions)
         out = glymur.Jp2k(path)[:]
     return out.reshape(image.shape)

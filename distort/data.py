@@ -140,6 +140,18 @@ def read_image(path: str | os.PathLike, size: int | None = None, short_side: int
                channels: int = 3) -> np.ndarray:
     """Reads one image file as uint8 HWC, optionally center-cropped.
 
+    Grayscale, palette and RGBA files are converted to RGB (alpha dropped),
+    or to one gray channel with `channels=1`.
+
+    Args:
+        path: The image file.
+        size: Side of a center crop (see `center_crop`); None keeps the size.
+        short_side: Short side before cropping (default 256/224 of `size`).
+        channels: 3 (RGB, default) or 1 (gray).
+
+    Returns:
+        A uint8 array `[H, W, channels]`.
+
     Raises:
         ValueError: For a missing, empty, truncated, huge or non-image file.
     """
@@ -158,6 +170,8 @@ def read_image(path: str | os.PathLike, size: int | None = None, short_side: int
             if size is not None:
                 im = center_crop(im, size, short_side)
             arr = np.asarray(im)
+    except Image.DecompressionBombError:
+        raise ValueError(f"image is too large (more than {MAX_PIXELS} pixels): {p}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"not a readable image ({type(e).__name__}: {e}): {p}") from None
     return arr if channels == 3 else arr[..., None]

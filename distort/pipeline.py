@@ -29,13 +29,31 @@ import numpy as np
 import tensorflow as tf
 
 from distort import registry
+from distort._checks import check_level
 
 SAMPLINGS = ("choice", "uniform")
 
 
 def _as_dataset(images, labels=None) -> tf.data.Dataset:
+    """Returns `images` (and `labels`) as a dataset of unbatched elements.
+
+    Args:
+        images: A `tf.data.Dataset`, or an array `[N, H, W, C]` with 1 or 3 channels.
+        labels: Optional labels `[N]` for an array.
+
+    Returns:
+        The dataset.
+
+    Raises:
+        ValueError: For an empty array, a wrong rank or channel count, or
+            labels of another length.
+    """
     if isinstance(images, tf.data.Dataset):
         return images
+    shape = tuple(np.shape(images))
+    if len(shape) != 4 or shape[-1] not in (1, 3) or 0 in shape:
+        raise ValueError("images must be a non-empty batch [N, H, W, C] with 1 or 3 channels. "
+                         f"Received shape: {shape}")
     if labels is None:
         return tf.data.Dataset.from_tensor_slices(images)
     if len(images) != len(labels):
@@ -45,12 +63,30 @@ def _as_dataset(images, labels=None) -> tf.data.Dataset:
 
 
 def _check_levels(name: str, levels: Sequence[float], sampling: str) -> np.ndarray:
+    """Validates a distortion name, a sampling mode and the levels to draw from.
+
+    Args:
+        name: A distortion name (see `distort.registry.names`).
+        levels: The levels, each finite and inside `registry.level_range(name)`.
+        sampling: One of `SAMPLINGS`.
+
+    Returns:
+        The levels as a float32 vector.
+
+    Raises:
+        ValueError: For an unknown name or sampling, no levels, or a level
+            outside the distortion's range.
+        TypeError: For a level that is not a number.
+    """
     registry.check_name(name)
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}. Received: sampling={sampling!r}")
     levels = np.asarray(levels, np.float32).reshape(-1)
     if levels.size == 0:
         raise ValueError("levels must hold at least one level. Received: levels=[]")
+    low, high = registry.level_range(name)
+    for value in levels.tolist():
+        check_level("levels", value, low, high)
     if sampling == "uniform" and levels.size != 2:
         raise ValueError(
             f"levels must be (low, high) with sampling='uniform'. Received: levels={levels.tolist()}")

@@ -11,6 +11,7 @@ TensorShape([2, 16, 16, 3])
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable
 
 from distort import codecs, ops
@@ -30,6 +31,35 @@ DISTORTIONS: dict[str, tuple[Callable, str | None, dict, bool]] = {
     "camera_shake": (ops.camera_shake, None, {}, True),
     "combined": (ops.combined, "max_level", {}, True),
 }
+
+
+# name -> (low, high) of its levels; distortions not listed take levels >= 0.
+LEVEL_RANGES: dict[str, tuple[float, float]] = {
+    "contrast": (0.0, 1.0),
+    "jpeg": (1.0, 100.0),
+    "jpeg2000": codecs.JPEG2000_PSNR_RANGE,
+    "motion_blur": (1.0, math.inf),
+    "motion_blur_horizontal": (1.0, math.inf),
+    "motion_blur_vertical": (1.0, math.inf),
+    "camera_shake": (0.0, 1.0),
+}
+
+
+def level_range(name: str) -> tuple[float, float]:
+    """Returns the `(low, high)` range of a distortion's levels.
+
+    Args:
+        name: A name from `names()`.
+
+    Returns:
+        The smallest and largest allowed level (high may be `math.inf`).
+
+    Example:
+
+    >>> level_range("jpeg")
+    (1.0, 100.0)
+    """
+    return LEVEL_RANGES.get(check_name(name), (0.0, math.inf))
 
 
 def names() -> list[str]:
