@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import CIFAR10, REPO
+from tests.test_training import small_cnn
 
 
 def cli(*args):
@@ -20,16 +21,7 @@ def cli(*args):
 
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory, cifar10_small):
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.Rescaling(1 / 255.0)(inputs)
-    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(x)
-    x = keras.layers.BatchNormalization(name="bn1")(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    model = small_cnn()
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(cifar10_small[0].astype("float32"), cifar10_small[1], epochs=1, verbose=0)
     path = tmp_path_factory.mktemp("cli") / "base.keras"
