@@ -71,13 +71,14 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from distort.io import atomic_write_text
 
 FORMAT_VERSION = 1
 
@@ -149,26 +150,6 @@ Distortion = str | Callable[[np.ndarray, float, int], Any]
 # --------------------------------------------------------------------------
 # The Ranking result
 # --------------------------------------------------------------------------
-
-
-def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and `os.replace`."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _top_count(beta: float, n: int) -> int:
@@ -423,7 +404,7 @@ class Ranking:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the ranking as JSON (atomically: temp file, then rename)."""
-        _atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(

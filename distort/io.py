@@ -46,9 +46,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes text to `path` atomically."""
+    """Writes UTF-8 text to `path` atomically, flushed to disk before the rename."""
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
