@@ -52,9 +52,3 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes bytes to `path` atomically."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)

@@ -85,16 +85,6 @@ def from_float_batch(x: tf.Tensor, dtype: tf.DType, single: bool) -> tf.Tensor:
     return x[0] if single else x
 
 
-def _elementwise(fn: Callable[[tf.Tensor], tf.Tensor]):
-    """Wraps a float-batch function with the dtype and rank conventions."""
-
-    def wrapped(images):
-        x, dtype, single = to_float_batch(images)
-        return from_float_batch(fn(x), dtype, single)
-
-    return wrapped
-
-
 def seed_tensor(seed: int | None) -> tf.Tensor:
     """Returns a stateless-RNG seed of shape [2]; `None` draws a fresh one."""
     if seed is None:

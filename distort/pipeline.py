@@ -182,6 +182,17 @@ def training_dataset(images, labels=None, distortion="gaussian_blur", levels=Non
         A prefetched `tf.data.Dataset` of `(images, labels)` batches, the
         distorted images last in every batch.
     """
+    def element(clean, distorted, y):
+        return (distorted, y) if y is not None else distorted
+
+    return _distorted_batches(images, labels, distortion, levels, element, fraction=fraction,
+                              batch_size=batch_size, seed=seed, shuffle=shuffle, repeat=repeat,
+                              sampling=sampling, options=options)
+
+
+def _distorted_batches(images, labels, distortion, levels, element, *, fraction, batch_size,
+                       seed, shuffle, repeat, sampling, options, dtype=None) -> tf.data.Dataset:
+    """Shuffles, batches and distorts; `element(clean, distorted, labels)` shapes each batch."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1]. Received: fraction={fraction}")
     if batch_size < 1:
@@ -194,16 +205,17 @@ def training_dataset(images, labels=None, distortion="gaussian_blur", levels=Non
         ds = ds.shuffle(_cardinality_or(ds, 10_000), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    ds = ds.batch(batch_size).enumerate()
 
     def map_batch(step, batch):
         x, y = batch if isinstance(batch, tuple) else (batch, None)
-        x = distort_batch(x, table, tf.stack([tf.constant(seed, tf.int64), step]), fraction,
-                          sampling, **options)
-        return (x, y) if y is not None else x
+        if dtype is not None:
+            x = tf.cast(x, dtype)
+        distorted = distort_batch(x, table, tf.stack([tf.constant(seed, tf.int64), step]),
+                                  fraction, sampling, **options)
+        return element(x, distorted, y)
 
-    return ds.map(map_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
-        tf.data.AUTOTUNE)
+    return ds.batch(batch_size).enumerate().map(
+        map_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def restoration_dataset(images, labels=None, distortion="gaussian_blur", levels=None, *,
@@ -219,24 +231,12 @@ def restoration_dataset(images, labels=None, distortion="gaussian_blur", levels=
     Returns:
         A prefetched `tf.data.Dataset`; images are float32 on 0..255.
     """
-    base = _as_dataset(images, labels)
-    if shuffle:
-        base = base.shuffle(_cardinality_or(base, 10_000), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        base = base.repeat()
-    table = _normalise_distortions(distortion, levels)
-    for name, lv in table.items():
-        _check_levels(name, lv, sampling)
+    def element(clean, distorted, y):
+        return (distorted, (clean, y)) if y is not None else (distorted, clean)
 
-    def map_batch(step, batch):
-        x, y = batch if isinstance(batch, tuple) else (batch, None)
-        x = tf.cast(x, tf.float32)
-        noisy = distort_batch(x, table, tf.stack([tf.constant(seed, tf.int64), step]), fraction,
-                              sampling, **options)
-        return (noisy, (x, y)) if y is not None else (noisy, x)
-
-    return base.batch(batch_size).enumerate().map(
-        map_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return _distorted_batches(images, labels, distortion, levels, element, fraction=fraction,
+                              batch_size=batch_size, seed=seed, shuffle=shuffle, repeat=repeat,
+                              sampling=sampling, options=options, dtype=tf.float32)
 
 
 def evaluation_datasets(images, labels, distortion: str, levels: Sequence[float], *,
