@@ -93,6 +93,10 @@ def _add_sweep(sub) -> None:
                    help="distortion names (default: every distortion of the preset)")
     p.add_argument("--limit", type=int, default=None, help="use the first N images")
     p.add_argument("--every", type=int, default=1, help="use every k-th image (default 1)")
+    p.add_argument("--scale", type=int, default=None,
+                   help="short side (px) at which photos are distorted, then each model resizes "
+                        "the 224/256 center crop to its input; default: the preset's canonical "
+                        "scale (vasiljevic: 384), else 256/224 of the largest model input")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder for sweep.json/.csv/.md and figures")
@@ -106,14 +110,19 @@ def _run_sweep(args) -> None:
 
     if args.every < 1:
         raise ValueError(f"--every must be >= 1. Received: {args.every}")
+    if args.scale is not None and args.scale < 32:
+        raise ValueError(f"--scale must be >= 32 pixels. Received: {args.scale}")
     weights = args.weights or []
     specs = {}
-    size = None
+    sizes = []
     for i, name in enumerate(args.model):
         label, spec, input_size = load_model_spec(name, weights[i] if i < len(weights) else None)
         specs[label] = spec
-        size = size or input_size
-    images, labels = load_eval_data(args.data, size)
+        sizes.append(input_size)
+    scale = args.scale or presets.canonical_scale(args.preset)
+    # The crop keeps the usual 224/256 of the short side; models resize it to their input.
+    size = round(scale * 224 / 256) if scale else max(sizes)
+    images, labels = load_eval_data(args.data, size, short_side=scale)
     images, labels = images[:: args.every], labels[:: args.every]
     if args.limit is not None:
         images, labels = images[: args.limit], labels[: args.limit]
@@ -123,7 +132,9 @@ def _run_sweep(args) -> None:
     result = sweep_mod.sweep(specs, images, labels, args.distortions, preset=args.preset,
                              batch_size=args.batch_size, seed=args.seed,
                              checkpoint=out / "sweep.json", options=options)
-    result.meta.update(data=str(args.data), models=list(specs), every=args.every, limit=args.limit)
+    result.meta.update(data=str(args.data), models=list(specs), every=args.every, limit=args.limit,
+                       distorted_at=[int(v) for v in images.shape[1:3]],
+                       short_side=scale or round(size * 256 / 224), model_inputs=sizes)
     result.to_json(out / "sweep.json")
     result.to_csv(out / "sweep.csv")
     atomic_write_text(out / "sweep.md", result.to_markdown("top1") + "\n" + result.to_markdown("top5"))
@@ -144,15 +155,20 @@ def _levels_of(result) -> dict:
     return table
 
 
-def load_eval_data(path: str, size: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Loads test images and labels from a folder or a CIFAR-style `.npz`."""
+def load_eval_data(path: str, size: int | None,
+                   short_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Loads test images and labels from a folder or a CIFAR-style `.npz`.
+
+    Folder photos are center-cropped to `size` after resizing their short side
+    to `short_side` (default 256/224 of `size`).
+    """
     from distort import data
 
     p = Path(path)
     if p.suffix == ".npz":
         _, (x, y) = data.load_cifar10(p)
         return x, y
-    folder = data.load_image_folder(p, size=size or 224)
+    folder = data.load_image_folder(p, size=size or 224, short_side=short_side)
     if folder.skipped:
         print(f"skipped {len(folder.skipped)} unreadable file(s)", file=sys.stderr)
     return folder.images, folder.labels

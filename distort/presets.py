@@ -55,7 +55,9 @@ PRESETS: dict[str, dict] = {
         "combined": (4.0,),
         "meta": {"paper": "Zhou et al. 2017", "sampling": "uniform range (low, high)"},
     },
-    # Vasiljevic et al. 2016, Table 1: kernels applied at a canonical scale of 384 px.
+    # Vasiljevic et al. 2016, Table 1: photos resized to a short side of 384 px (the
+    # canonical scale), blurred and quantized, then resized to the network's scale
+    # (256 px short side, 224 crop for a 224-input network).
     "vasiljevic": {
         "defocus_blur": (2.0, 4.0, 6.0, 8.0),
         "motion_blur_horizontal": (4.0, 8.0),
@@ -103,6 +105,18 @@ def blur_window(preset: str) -> str:
     """Returns the Gaussian window rule a preset uses."""
     get(preset)
     return PRESETS[preset]["meta"].get("blur_window", "4sigma+1")
+
+
+def canonical_scale(preset: str) -> int | None:
+    """Returns the short side (px) a preset distorts photos at, or None for any.
+
+    Example:
+
+    >>> canonical_scale("vasiljevic")
+    384
+    """
+    get(preset)
+    return PRESETS[preset]["meta"].get("canonical_scale")
 
 
 def options(preset: str) -> dict[str, dict]:

@@ -5,6 +5,9 @@ on the same distorted images: top-1, top-5, mean softmax confidence of the
 true class (Dodge & Karam, Fig. 3), mean prediction entropy and mean
 cross-entropy in nats (Vasiljevic, Table 2). A sweep with a `checkpoint`
 keeps every finished level, so an interrupted run resumes where it stopped.
+Images are distorted at their own size; a model with a different fixed input
+size gets the distorted images resized to it (bilinear, antialiased), as the
+papers distort a photo once and let each network resize it.
 
 Example:
 
@@ -267,11 +270,32 @@ def _evaluate_level(models, images, labels, name, level, batch_size, seed, optio
         y = labels[start : start + batch_size]
         for m, spec in models.items():
             model, preprocess = _split_model(spec)
-            inp = preprocess(x) if preprocess is not None else x
+            inp = fit_to_model(x, model)
+            inp = preprocess(inp) if preprocess is not None else inp
             probs = model(inp, training=False)
             for k, v in score(np.asarray(probs), y).items():
                 sums[m][k] += v
     return sums
+
+
+def fit_to_model(images, model):
+    """Resizes float images to a model's fixed input size (bilinear, antialiased).
+
+    Args:
+        images: Float images `[N, H, W, C]`.
+        model: A Keras model; one without a fixed input height and width
+            (or of the images' size already) gets the images unchanged.
+
+    Returns:
+        The images at the model's input size.
+    """
+    try:
+        height, width = model.input_shape[1:3]
+    except (AttributeError, ValueError, TypeError):
+        return images
+    if height is None or width is None or tuple(images.shape[1:3]) == (height, width):
+        return images
+    return tf.image.resize(images, (height, width), method="bilinear", antialias=True)
 
 
 def _progress(n: int):

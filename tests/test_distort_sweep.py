@@ -58,6 +58,19 @@ def test_sweep_equals_direct_evaluation(cifar10_small):
         assert r["n"] == 40
 
 
+def test_sweep_resizes_distorted_images_for_a_smaller_model(cifar10_small):
+    x, y = cifar10_small[0][:24], cifar10_small[1][:24]
+    big, small = tiny_classifier(0), keras.Sequential([
+        keras.Input((20, 20, 3)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    result = sweep({"big": big, "small": small}, x, y, {"gaussian_blur": [2.0]}, progress=False)
+    blurred = distort.gaussian_blur(x, 2.0).numpy().astype(np.float32)
+    resized = tf.image.resize(blurred, (20, 20), method="bilinear", antialias=True)
+    probs = small.predict(resized, verbose=0)
+    row = result.select("small", "gaussian_blur")[-1]
+    assert row["confidence"] == pytest.approx(probs[np.arange(24), y].mean(), rel=1e-5)
+    assert result.select("big", "gaussian_blur")[-1]["n"] == 24
+
+
 def test_sweep_resumes_from_checkpoint_without_recomputing(tmp_path, cifar10_small):
     x, y = cifar10_small[0][:20], cifar10_small[1][:20]
     model = tiny_classifier()
