@@ -273,3 +273,75 @@ def preprocessor(name: str | None) -> Callable | None:
         return mod.preprocess_input(tf.cast(images, tf.float32) + 0.0)
 
     return preprocess
+
+
+SPLITS = ("train", "test")
+
+
+def load_images(path: str | os.PathLike, split: str = "test", size: int = 224,
+                short_side: int | None = None, limit: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Loads images and labels from an image folder, an `.npz` or one image file.
+
+    An `.npz` holds `x_<split>`/`y_<split>` (CIFAR-style, as
+    `../shared/data/cifar10/cifar10.npz`), or `x`/`y`, or `images`/`labels`;
+    labels are optional. A folder is read by `load_image_folder` (photos
+    center-cropped to `size`); a single image file is read as it is.
+
+    Args:
+        path: The folder, `.npz` or image file.
+        split: `"train"` or `"test"`: which arrays of a CIFAR-style `.npz`.
+        size: Side of the center crop of folder photos.
+        short_side: Short side before cropping (default 256/224 of `size`).
+        limit: Keep the first `limit` images.
+
+    Returns:
+        `(images, labels)`: uint8 `[N, H, W, C]` and int64 `[N]` (or None).
+
+    Raises:
+        ValueError: For a missing path, an unknown `split`, an `.npz` without
+            image arrays, pickled arrays or images that are not `[N, H, W, C]`.
+
+    Example:
+
+    >>> x, y = load_images("../shared/data/cifar10/cifar10.npz", limit=8)  # doctest: +SKIP
+    >>> x.shape, y.shape
+    ((8, 32, 32, 3), (8,))
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}. Received: split={split!r}")
+    if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None. Received: limit={limit!r}")
+    source = Path(path)
+    labels: np.ndarray | None
+    if source.is_dir():
+        folder = load_image_folder(source, size=size, short_side=short_side, limit=limit)
+        images, labels = folder.images, folder.labels
+    elif source.suffix == ".npz":
+        images, labels = _npz_arrays(_existing(source), split)
+    elif source.suffix.lower() in IMAGE_SUFFIXES:
+        images, labels = read_image(source)[None], None
+    else:
+        _existing(source)
+        raise ValueError(f"path must be an image folder, an .npz or an image file "
+                         f"({', '.join(IMAGE_SUFFIXES)}). Received: {source}")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(f"images must be [N, H, W, C]. Received shape {images.shape} from {source}")
+    if limit is not None:
+        images = images[:limit]
+        labels = None if labels is None else labels[:limit]
+    return images, None if labels is None else np.asarray(labels).reshape(-1).astype(np.int64)
+
+
+def _npz_arrays(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            keys = list(arrays.keys())
+            for x_key, y_key in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("images", "labels")):
+                if x_key in keys:
+                    return arrays[x_key], arrays[y_key] if y_key in keys else None
+    except ValueError as e:  # object arrays need pickle, which is never enabled
+        raise ValueError(f"cannot read {path} without pickle ({e})") from None
+    raise ValueError(f"{path} has no array x_{split}, x or images. Found: {', '.join(keys)}")
