@@ -9,9 +9,8 @@ first):
   any size; each is decoded to RGB and resized (bilinear) to the model's size.
 
 Both apply the model's preprocessing inside the graph, so clients send raw
-pixels. Preprocessing is named in `PREPROCESSING_MODES` (or given as a
-function of float32 RGB pixels in [0, 255]); `MODEL_PREPROCESSING` maps
-`keras.applications` family names to their mode.
+pixels. Preprocessing is a mode or a `keras.applications` family name from
+`distort.preprocessing` (or a function of float32 RGB pixels in [0, 255]).
 
 Example:
 
@@ -28,100 +27,15 @@ deepcorrect.export(model, "/tmp/mobilenet_v2_serving", preprocess="mobilenet_v2"
 from __future__ import annotations
 
 import os
-from typing import Callable, Union
+from typing import Callable
 
 import keras
 import tensorflow as tf
 
+from distort.preprocessing import Preprocess
+from distort.preprocessing import resolve as resolve_preprocessing
+
 TOP_K = 5
-IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
-IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-def _tf_mode(pixels: tf.Tensor) -> tf.Tensor:
-    return pixels / 127.5 - 1.0
-
-
-def _torch_mode(pixels: tf.Tensor) -> tf.Tensor:
-    return (pixels / 255.0 - IMAGENET_MEAN_RGB) / IMAGENET_STD_RGB
-
-
-def _caffe_mode(pixels: tf.Tensor) -> tf.Tensor:
-    return pixels[..., ::-1] - CAFFE_MEAN_BGR
-
-
-def _unit_mode(pixels: tf.Tensor) -> tf.Tensor:
-    return pixels / 255.0
-
-
-def _raw_mode(pixels: tf.Tensor) -> tf.Tensor:
-    return pixels
-
-
-# Pixel transforms on float32 RGB in [0, 255], as in keras.applications.
-PREPROCESSING_MODES: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
-    "tf": _tf_mode,  # scale to [-1, 1]
-    "torch": _torch_mode,  # scale to [0, 1], normalise with ImageNet mean/std
-    "caffe": _caffe_mode,  # RGB -> BGR, subtract the ImageNet BGR mean
-    "unit": _unit_mode,  # scale to [0, 1]
-    "raw": _raw_mode,  # pixels as they are (models with built-in rescaling)
-    "none": _raw_mode,  # same as "raw"
-}
-
-# keras.applications families and the mode their `preprocess_input` uses.
-MODEL_PREPROCESSING: dict[str, str] = {
-    "mobilenet": "tf",
-    "mobilenet_v2": "tf",
-    "mobilenet_v3": "raw",
-    "inception_v3": "tf",
-    "inception_resnet_v2": "tf",
-    "xception": "tf",
-    "resnet_v2": "tf",
-    "nasnet": "tf",
-    "resnet": "caffe",
-    "resnet50": "caffe",
-    "vgg16": "caffe",
-    "vgg19": "caffe",
-    "densenet": "torch",
-    "efficientnet": "raw",
-    "efficientnet_v2": "raw",
-    "convnext": "raw",
-    "regnet": "raw",
-}
-
-Preprocess = Union[str, Callable[[tf.Tensor], tf.Tensor], None]
-
-
-def resolve_preprocessing(preprocess: Preprocess) -> Callable[[tf.Tensor], tf.Tensor]:
-    """The pixel transform for a preprocessing name or function.
-
-    Args:
-        preprocess: a `PREPROCESSING_MODES` name, a `MODEL_PREPROCESSING`
-            family name, a function of float32 RGB pixels in [0, 255], or None
-            (pixels passed as they are, like `"raw"`).
-
-    Returns:
-        A function mapping float32 pixels to the model's input.
-
-    Example:
-
-    >>> float(resolve_preprocessing("mobilenet_v2")(tf.constant(255.0)))
-    1.0
-    """
-    if preprocess is None:
-        return _raw_mode
-    if callable(preprocess):
-        return preprocess
-    if preprocess in PREPROCESSING_MODES:
-        return PREPROCESSING_MODES[preprocess]
-    if preprocess in MODEL_PREPROCESSING:
-        return PREPROCESSING_MODES[MODEL_PREPROCESSING[preprocess]]
-    raise ValueError(
-        f"preprocess must be None, a function, or one of "
-        f"{sorted(PREPROCESSING_MODES)} or {sorted(MODEL_PREPROCESSING)}. "
-        f"Received: preprocess={preprocess!r}"
-    )
 
 
 def outputs_are_probabilities(model: keras.Model) -> bool:
@@ -279,8 +193,8 @@ def export(
             [N, classes] output (a wrapped DeepCorrect model, for example).
         path: output directory.
         preprocess: the model's preprocessing: a name from
-            `PREPROCESSING_MODES` (`"tf"`, `"torch"`, `"caffe"`, `"unit"`,
-            `"raw"`) or `MODEL_PREPROCESSING` (`"mobilenet_v2"`, `"resnet50"`,
+            `distort.preprocessing.MODES` (`"tf"`, `"torch"`, `"caffe"`, `"unit"`,
+            `"raw"`) or `APPLICATION_MODES` (`"mobilenet_v2"`, `"resnet50"`,
             `"vgg16"`, ...), a function of float32 RGB pixels in [0, 255], or
             None (no preprocessing). Defaults to None.
         image_size: (height, width) decoded images are resized to. Defaults

@@ -247,32 +247,34 @@ APPLICATIONS = {
 
 
 def preprocessor(name: str | None) -> Callable | None:
-    """Returns a `keras.applications` model's `preprocess_input` (copy-safe).
+    """Returns a `keras.applications` model's input conversion, as a function.
 
     Args:
         name: An application name from `APPLICATIONS` (e.g. "MobileNetV2"),
-            a module name (e.g. "mobilenet_v2"), or None for the identity.
+            a module name (e.g. "mobilenet_v2"), a `distort.preprocessing`
+            mode (e.g. "tf"), or None for the identity.
 
     Returns:
-        A function of float images on 0..255, or None.
+        A function of float images on 0..255 returning float32 tensors, or None.
+
+    Example:
+
+    >>> float(preprocessor("MobileNetV2")(np.full((1, 1, 1, 3), 255.0))[0, 0, 0, 0])
+    1.0
     """
     if name is None:
         return None
-    import keras
+    import tensorflow as tf
 
-    module = APPLICATIONS.get(name, (name, None))[0]
-    mod = getattr(keras.applications, module, None)
-    if mod is None or not hasattr(mod, "preprocess_input"):
-        raise ValueError(f"preprocess must be one of {sorted(APPLICATIONS)} or a keras.applications "
-                         f"module name. Received: preprocess={name!r}")
+    from distort.preprocessing import resolve
 
-    def preprocess(images):
-        import tensorflow as tf
-
-        # preprocess_input edits NumPy arrays in place: give it a tensor copy.
-        return mod.preprocess_input(tf.cast(images, tf.float32) + 0.0)
-
-    return preprocess
+    try:
+        convert = resolve(APPLICATIONS.get(name, (name, None))[0])
+    except ValueError:
+        raise ValueError(f"preprocess must be one of {sorted(APPLICATIONS)}, a keras.applications "
+                         f"module name or a distort.preprocessing mode. Received: "
+                         f"preprocess={name!r}") from None
+    return lambda images: convert(tf.cast(images, tf.float32))
 
 
 SPLITS = ("train", "test")
@@ -305,7 +307,7 @@ def load_images(path: str | os.PathLike, split: str = "test", size: int = 224,
     Example:
 
     >>> x, y = load_images("../shared/data/cifar10/cifar10.npz", limit=8)  # doctest: +SKIP
-    >>> x.shape, y.shape
+    >>> x.shape, y.shape  # doctest: +SKIP
     ((8, 32, 32, 3), (8,))
     """
     if split not in SPLITS:

@@ -26,6 +26,8 @@ from typing import Any
 import keras
 from keras import layers, ops
 
+from distort.preprocessing import MODES, ImagePreprocessing
+
 __all__ = [
     "PREPROCESSING_MODES",
     "PRESETS",
@@ -150,63 +152,8 @@ class CropToReference(layers.Layer):
         return (images_shape[0], reference_shape[1], reference_shape[2], images_shape[3])
 
 
-# Channel statistics of keras.applications.imagenet_utils ("caffe" and "torch" modes).
-_IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
-_TORCH_MEAN_RGB = (0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0)
-_TORCH_STD_RGB = (0.229 * 255.0, 0.224 * 255.0, 0.225 * 255.0)
-PREPROCESSING_MODES = ("none", "unit", "symmetric", "caffe", "torch")
-
-
-@keras.saving.register_keras_serializable(package="qrnet")
-class ImagePreprocessing(layers.Layer):
-    """Maps 0..255 RGB images to a classifier's input convention.
-
-    The modes follow `keras.applications.imagenet_utils.preprocess_input`:
-
-    | mode | output |
-    |---|---|
-    | `"none"` | the 0..255 images unchanged (e.g. EfficientNet, ConvNeXt) |
-    | `"unit"` | `x / 255`, on 0..1 |
-    | `"symmetric"` | `x / 127.5 - 1`, on -1..1 (Keras "tf" mode: MobileNet, Inception) |
-    | `"caffe"` | BGR, ImageNet mean subtracted (VGG16, ResNet50) |
-    | `"torch"` | `(x / 255 - mean) / std` per channel (DenseNet) |
-
-    Args:
-        mode: one of the modes above. Defaults to `"unit"`.
-        **kwargs: standard layer arguments.
-
-    Example:
-
-    >>> import numpy as np
-    >>> layer = ImagePreprocessing("symmetric")
-    >>> np.asarray(layer(np.array([[[[0.0, 127.5, 255.0]]]]))).tolist()
-    [[[[-1.0, 0.0, 1.0]]]]
-    """
-
-    def __init__(self, mode: str = "unit", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in PREPROCESSING_MODES:
-            raise ValueError(f"mode must be one of {PREPROCESSING_MODES}. Received: mode={mode!r}")
-        self.mode = mode
-
-    def call(self, inputs):
-        x = ops.cast(inputs, self.compute_dtype)
-        if self.mode == "none":
-            return x
-        if self.mode == "unit":
-            return x / 255.0
-        if self.mode == "symmetric":
-            return x / 127.5 - 1.0
-        if self.mode == "caffe":
-            return ops.flip(x, axis=-1) - ops.convert_to_tensor(_IMAGENET_MEAN_RGB[::-1], x.dtype)
-        mean = ops.convert_to_tensor(_TORCH_MEAN_RGB, x.dtype)
-        return (x - mean) / ops.convert_to_tensor(_TORCH_STD_RGB, x.dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
+# The preprocessing layer lives in `distort.preprocessing`; qrnet re-exports it.
+PREPROCESSING_MODES = tuple(MODES)
 
 
 def _conv_relu(x, filters: int, name: str):
