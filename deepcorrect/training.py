@@ -8,10 +8,12 @@ Nesterov momentum 0.9 and the paper's step schedule. Layers with
 inference mode, which is what Keras 3 does for a frozen `BatchNormalization`
 (the original Keras 1 code normalised frozen layers with batch statistics).
 
-Every epoch is checkpointed (`keras.callbacks.BackupAndRestore`) and the
-model is saved as `.keras`; running the same call again resumes after the last
-finished epoch. A `tf.distribute` strategy runs the same code on several
-devices or hosts.
+With `checkpoint_dir`, every finished epoch is saved atomically (the model as
+`.keras`, then weights, optimizer and RNG states as `distort.training_state`);
+running the same call again resumes after the last finished epoch. Epoch `e`'s
+batches depend on `(seed, e)` alone (`distort.pipeline.epoch_batches`), so a
+resumed run ends with exactly the weights of an uninterrupted one. A
+`tf.distribute` strategy runs the same code on several devices or hosts.
 
 Label-free mode (`teacher=`): the target is the frozen teacher's prediction on
 the clean image, so units train on unlabeled photos (knowledge distillation).
@@ -36,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from distort import pipeline
+from distort import pipeline, training_state
 from distort.io import atomic_path
 
 # Section 5 of the paper and the authors' code (see NOTES-original-code.md):
@@ -92,6 +94,7 @@ class LabelFreeTrainer(keras.Model):
         self.preprocess = preprocess
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.agreement = keras.metrics.Mean(name="agreement")
+        self.built = True  # Its parts are built; checkpoints can load into it before `fit`.
 
     def call(self, inputs, training=False):
         return self.student(inputs, training=training)
@@ -170,15 +173,23 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
         preprocess: Function mapping 0..255 images to the model's input
             (e.g. `keras.applications.mobilenet_v2.preprocess_input`); in the
             labelled mode it is applied inside the `tf.data` pipeline.
-        checkpoint_dir: Folder for per-epoch backups (resume) and `model.keras`.
+        checkpoint_dir: Folder for the per-epoch training state and
+            `model.keras`. A rerun with the same arguments (and more epochs, if
+            wanted) resumes after the last finished epoch.
         callbacks: Further Keras callbacks (TensorBoard, early stopping, ...).
         strategy: A `tf.distribute` strategy; build the model under its scope.
-        seed: Seed of shuffling, distortion draws and noise.
+        seed: Seed of shuffling, distortion draws and noise: epoch `e`'s
+            batches are a function of `(seed, e)`.
         steps_per_epoch: Optional cap on steps per epoch.
         verbose: Keras verbosity.
 
     Returns:
-        The Keras `History`.
+        The Keras `History` (of the epochs run in this call).
+
+    Raises:
+        ValueError: For an unknown preset, a model without trainable weights,
+            or a checkpoint of another run (other seed, batch size, data or
+            distortion).
     """
     if preset not in TRAINING_PRESETS:
         raise ValueError(f"preset must be one of {sorted(TRAINING_PRESETS)}. Received: preset={preset!r}")
@@ -195,8 +206,6 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
         raise ValueError("model has no trainable weights: wrap it with deepcorrect.wrap or "
                          "deepcorrect.finetune first")
     keras.utils.set_random_seed(seed)
-    train_ds = _dataset(images, labels, distortion, levels, cfg["fraction"], batch_size, seed,
-                        teacher is not None, preprocess, shuffle=True)
     val_ds = None
     if validation_data is not None:
         val_ds = _dataset(validation_data[0], validation_data[1], distortion, levels,
@@ -213,37 +222,67 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=_outputs_logits(model))
             model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     cbs = [keras.callbacks.LearningRateScheduler(step_schedule(lr, cfg["decay"], cfg["decay_every"]))]
+    initial_epoch = 0
     if checkpoint_dir is not None:
-        ckdir = Path(checkpoint_dir)
-        ckdir.mkdir(parents=True, exist_ok=True)
-        cbs.append(keras.callbacks.BackupAndRestore(str(ckdir / "backup"), delete_checkpoint=False))
-        cbs.append(_AtomicModelSaver(model, ckdir / "model.keras"))
+        run = {"seed": int(seed), "batch_size": batch_size, "images": len(images),
+               "distortion": _describe(distortion, levels), "label_free": teacher is not None}
+        initial_epoch = _resume(checkpoint_dir, fit_model, run)
+        cbs.append(_EpochCheckpoint(Path(checkpoint_dir), model, run))
     cbs.extend(callbacks)
-    return fit_model.fit(train_ds, epochs=epochs, validation_data=val_ds, callbacks=cbs,
-                         steps_per_epoch=steps_per_epoch, verbose=verbose, shuffle=False)
+    train_ds = _dataset(images, labels, distortion, levels, cfg["fraction"], batch_size, seed,
+                        teacher is not None, preprocess, shuffle=True, epochs=epochs,
+                        initial_epoch=min(initial_epoch, epochs), steps_per_epoch=steps_per_epoch)
+    steps = pipeline.epoch_steps(len(images), batch_size, steps_per_epoch)
+    return fit_model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch,
+                         validation_data=val_ds, callbacks=cbs, steps_per_epoch=steps,
+                         verbose=verbose, shuffle=False)
 
 
-class _AtomicModelSaver(keras.callbacks.Callback):
-    """Saves the (inner) model as `.keras` after every epoch, atomically."""
+def _describe(distortion, levels) -> str:
+    table = distortion if isinstance(distortion, dict) else {distortion: levels}
+    return repr({str(k): [float(v) for v in np.ravel(lv)] for k, lv in sorted(table.items())})
 
-    def __init__(self, model: keras.Model, path: Path):
+
+def _resume(checkpoint_dir, fit_model: keras.Model, run: dict) -> int:
+    """Loads the last finished epoch's state into `fit_model`; returns the next epoch."""
+    record = training_state.read_state(checkpoint_dir)
+    if record is None:
+        return 0
+    for key, value in run.items():
+        if record.get("run", {}).get(key) != value:
+            raise ValueError(
+                f"checkpoint_dir={os.fspath(checkpoint_dir)!r} holds another run: {key} is "
+                f"{record.get('run', {}).get(key)!r} there, {value!r} now. Delete it or pass "
+                "another folder")
+    training_state.restore_state(checkpoint_dir, fit_model)
+    return int(record["epoch"]) + 1
+
+
+class _EpochCheckpoint(keras.callbacks.Callback):
+    """After every epoch: the (inner) model as `model.keras`, then the training state."""
+
+    def __init__(self, directory: Path, model: keras.Model, run: dict):
         super().__init__()
-        self._target, self._path = model, Path(path)
+        self._directory, self._target, self._run = directory, model, run
 
     def on_epoch_end(self, epoch, logs=None):
-        with atomic_path(self._path) as tmp:  # a temporary name ending in .keras
+        # The state is the commit point: a kill between the two writes redoes this
+        # epoch, with the same batches, on a rerun.
+        with atomic_path(self._directory / "model.keras") as tmp:
             self._target.save(tmp)
+        training_state.save_state(self._directory, self.model, {"epoch": epoch, "run": self._run})
 
 
 def _dataset(images, labels, distortion, levels, fraction, batch_size, seed, label_free,
-             preprocess, shuffle):
+             preprocess, shuffle, **epochs):
     if label_free:
         ds = pipeline.restoration_dataset(images, None, distortion, levels, fraction=fraction,
-                                          batch_size=batch_size, seed=seed, shuffle=shuffle)
+                                          batch_size=batch_size, seed=seed, shuffle=shuffle,
+                                          **epochs)
         return ds
     ds = pipeline.training_dataset(images, np.asarray(labels), distortion, levels,
                                    fraction=fraction, batch_size=batch_size, seed=seed,
-                                   shuffle=shuffle)
+                                   shuffle=shuffle, **epochs)
     prep = preprocess or (lambda x: x)
     return ds.map(lambda x, y: (prep(tf.cast(x, tf.float32)), y))
 

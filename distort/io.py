@@ -25,6 +25,10 @@ from typing import Iterator
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yields a temporary path beside `path`; renames it onto `path` on success.
 
+    The temporary name is hidden (it starts with ".") and ends in all of
+    `path`'s suffixes (".weights.h5", ".keras"), so writers that check the
+    suffix accept it. A killed process may leave one behind; it is never read.
+
     Example:
 
     >>> import tempfile, os, numpy as np
@@ -34,7 +38,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix="".join(path.suffixes),
+                               dir=path.parent)
     os.close(fd)
     try:
         yield tmp

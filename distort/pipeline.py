@@ -50,16 +50,21 @@ def _as_dataset(images, labels=None) -> tf.data.Dataset:
     """
     if isinstance(images, tf.data.Dataset):
         return images
+    _check_images(images, labels)
+    if labels is None:
+        return tf.data.Dataset.from_tensor_slices(images)
+    return tf.data.Dataset.from_tensor_slices((images, labels))
+
+
+def _check_images(images, labels=None) -> None:
+    """Raises unless `images` is a non-empty `[N, H, W, C]` batch (C 1 or 3) matching `labels`."""
     shape = tuple(np.shape(images))
     if len(shape) != 4 or shape[-1] not in (1, 3) or 0 in shape:
         raise ValueError("images must be a non-empty batch [N, H, W, C] with 1 or 3 channels. "
                          f"Received shape: {shape}")
-    if labels is None:
-        return tf.data.Dataset.from_tensor_slices(images)
-    if len(images) != len(labels):
+    if labels is not None and len(images) != len(labels):
         raise ValueError(f"images and labels must have the same length. "
                          f"Received: {len(images)} images and {len(labels)} labels")
-    return tf.data.Dataset.from_tensor_slices((images, labels))
 
 
 def _check_levels(name: str, levels: Sequence[float], sampling: str) -> np.ndarray:
@@ -158,7 +163,8 @@ def _normalise_distortions(distortion, levels) -> dict[str, Sequence[float]]:
 def training_dataset(images, labels=None, distortion="gaussian_blur", levels=None, *,
                      fraction: float = 0.5, batch_size: int = 32, seed: int = 0,
                      shuffle: bool = True, repeat: bool = False, sampling: str = "choice",
-                     **options) -> tf.data.Dataset:
+                     epochs: int | None = None, initial_epoch: int = 0,
+                     steps_per_epoch: int | None = None, **options) -> tf.data.Dataset:
     """Batches of `(images, labels)` with a fraction distorted at random levels.
 
     Args:
@@ -176,6 +182,13 @@ def training_dataset(images, labels=None, distortion="gaussian_blur", levels=Non
         shuffle: Shuffle the images (with `seed`) before batching.
         repeat: Repeat forever (then pass `steps_per_epoch` to `fit`).
         sampling: "choice" or "uniform".
+        epochs: For resumable training: hold the batches of epochs
+            `initial_epoch .. epochs - 1` back to back, each epoch's order and
+            distortions a function of `(seed, epoch)` alone (see
+            `epoch_batches`). Needs array images. Default None: one pass,
+            reshuffled (from `seed`) each time it is iterated.
+        initial_epoch: The first epoch held, with `epochs`.
+        steps_per_epoch: Optional cap on batches per epoch, with `epochs`.
         **options: Passed to the distortion (e.g. `window="4sigma-1"`).
 
     Returns:
@@ -187,11 +200,13 @@ def training_dataset(images, labels=None, distortion="gaussian_blur", levels=Non
 
     return _distorted_batches(images, labels, distortion, levels, element, fraction=fraction,
                               batch_size=batch_size, seed=seed, shuffle=shuffle, repeat=repeat,
-                              sampling=sampling, options=options)
+                              sampling=sampling, options=options, epochs=epochs,
+                              initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch)
 
 
 def _distorted_batches(images, labels, distortion, levels, element, *, fraction, batch_size,
-                       seed, shuffle, repeat, sampling, options, dtype=None) -> tf.data.Dataset:
+                       seed, shuffle, repeat, sampling, options, dtype=None, epochs=None,
+                       initial_epoch=0, steps_per_epoch=None) -> tf.data.Dataset:
     """Shuffles, batches and distorts; `element(clean, distorted, labels)` shapes each batch."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1]. Received: fraction={fraction}")
@@ -200,32 +215,130 @@ def _distorted_batches(images, labels, distortion, levels, element, *, fraction,
     table = _normalise_distortions(distortion, levels)
     for name, lv in table.items():
         _check_levels(name, lv, sampling)
-    ds = _as_dataset(images, labels)
-    if shuffle:
-        ds = ds.shuffle(_cardinality_or(ds, 10_000), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
+    if epochs is not None:
+        if repeat:
+            raise ValueError("repeat must be False when epochs is given")
+        if not isinstance(images, tf.data.Dataset):
+            _check_images(images, labels)
+        batches = epoch_batches(images, labels, batch_size=batch_size, seed=seed,
+                                shuffle=shuffle, epochs=epochs, initial_epoch=initial_epoch,
+                                steps_per_epoch=steps_per_epoch)
+    else:
+        ds = _as_dataset(images, labels)
+        if shuffle:
+            ds = ds.shuffle(_cardinality_or(ds, 10_000), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        batches = ds.batch(batch_size).enumerate().map(
+            lambda step, batch: (tf.stack([tf.constant(seed, tf.int64), step]), batch))
 
-    def map_batch(step, batch):
+    def map_batch(batch_seed, batch):
         x, y = batch if isinstance(batch, tuple) else (batch, None)
         if dtype is not None:
             x = tf.cast(x, dtype)
-        distorted = distort_batch(x, table, tf.stack([tf.constant(seed, tf.int64), step]),
-                                  fraction, sampling, **options)
+        distorted = distort_batch(x, table, batch_seed, fraction, sampling, **options)
         return element(x, distorted, y)
 
-    return ds.batch(batch_size).enumerate().map(
-        map_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return batches.map(map_batch, num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_steps(n: int, batch_size: int, cap: int | None = None) -> int:
+    """Batches in one epoch of `n` images: `ceil(n / batch_size)`, at most `cap`.
+
+    >>> epoch_steps(100, 32), epoch_steps(100, 32, cap=2)
+    (4, 2)
+    """
+    steps = -(-int(n) // int(batch_size))
+    return steps if cap is None else max(1, min(steps, int(cap)))
+
+
+def epoch_batches(images, labels=None, *, batch_size: int, seed: int = 0, shuffle: bool = True,
+                  epochs: int, initial_epoch: int = 0,
+                  steps_per_epoch: int | None = None) -> tf.data.Dataset:
+    """Batches of epochs `initial_epoch .. epochs - 1`, each a function of `(seed, epoch)` alone.
+
+    Epoch `e` visits the images in the order of a stateless permutation seeded
+    with `[seed, e]` (the input order with `shuffle=False`), in batches of
+    `batch_size` (the last one smaller), at most `steps_per_epoch` of them.
+    Every batch comes with its own stateless seed, folded from `[seed, e]` and
+    the batch's index in the epoch. Because nothing depends on how many times
+    the dataset was iterated before, a training run resumed at epoch `k` (a
+    new process, `initial_epoch=k`) sees exactly the batches that an
+    uninterrupted run sees from epoch `k` on. Pass
+    `steps_per_epoch=epoch_steps(len(images), batch_size, cap)` and
+    `initial_epoch` to `fit`.
+
+    Args:
+        images: An array `[N, ...]`.
+        labels: Optional array `[N, ...]`.
+        batch_size: Images per batch, >= 1.
+        seed: The seed of the permutations and of the batch seeds.
+        shuffle: Permute the images each epoch.
+        epochs: One past the last epoch held.
+        initial_epoch: The first epoch held, in `[0, epochs]`.
+        steps_per_epoch: Optional cap on batches per epoch.
+
+    Returns:
+        A `tf.data.Dataset` of `(batch_seed, images)` or `(batch_seed, (images,
+        labels))`, `batch_seed` an int64 vector of 2.
+
+    Example:
+
+    >>> ds = epoch_batches(np.arange(5), batch_size=2, seed=0, epochs=2)
+    >>> [len(x) for _, x in ds]
+    [2, 2, 1, 2, 2, 1]
+    >>> later = [x.numpy().tolist() for _, x in epoch_batches(np.arange(5), batch_size=2, epochs=2,
+    ...                                                        initial_epoch=1)]
+    >>> later == [x.numpy().tolist() for _, x in ds][3:]
+    True
+    """
+    if isinstance(images, tf.data.Dataset):
+        raise TypeError("images must be an array (not a tf.data.Dataset) for epoch-indexed "
+                        "batches")
+    n = len(images)
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"images and labels must have the same length. "
+                         f"Received: {n} images and {len(labels)} labels")
+    if n == 0:
+        raise ValueError("images must not be empty")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+    if not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"initial_epoch must be in [0, epochs={epochs}]. "
+                         f"Received: initial_epoch={initial_epoch}")
+    steps = epoch_steps(n, batch_size, steps_per_epoch)
+    x = tf.convert_to_tensor(np.asarray(images))
+    y = None if labels is None else tf.convert_to_tensor(np.asarray(labels))
+    base = tf.constant(seed, tf.int64)
+
+    def one_epoch(epoch):
+        key = tf.stack([base, epoch])
+        order = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, key)
+
+        def gather(step, index):
+            batch_seed = tf.random.experimental.stateless_fold_in(key, step)
+            batch = tf.gather(x, index) if y is None else (tf.gather(x, index), tf.gather(y, index))
+            return batch_seed, batch
+
+        return (tf.data.Dataset.from_tensor_slices(order).batch(batch_size).take(steps)
+                .enumerate().map(gather))
+
+    return tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
 
 
 def restoration_dataset(images, labels=None, distortion="gaussian_blur", levels=None, *,
                         fraction: float = 0.5, batch_size: int = 32, seed: int = 0,
                         shuffle: bool = True, repeat: bool = False, sampling: str = "choice",
-                        **options) -> tf.data.Dataset:
+                        epochs: int | None = None, initial_epoch: int = 0,
+                        steps_per_epoch: int | None = None, **options) -> tf.data.Dataset:
     """Batches of `(inputs, (targets, labels))` for training a restorer.
 
     `inputs` are the images with a fraction distorted (see
-    `training_dataset`); `targets` are the clean images. Without labels the
+    `training_dataset`, which also describes `epochs`, `initial_epoch` and
+    `steps_per_epoch`); `targets` are the clean images. Without labels the
     batches are `(inputs, targets)`.
 
     Returns:
@@ -236,7 +349,9 @@ def restoration_dataset(images, labels=None, distortion="gaussian_blur", levels=
 
     return _distorted_batches(images, labels, distortion, levels, element, fraction=fraction,
                               batch_size=batch_size, seed=seed, shuffle=shuffle, repeat=repeat,
-                              sampling=sampling, options=options, dtype=tf.float32)
+                              sampling=sampling, options=options, dtype=tf.float32,
+                              epochs=epochs, initial_epoch=initial_epoch,
+                              steps_per_epoch=steps_per_epoch)
 
 
 def evaluation_datasets(images, labels, distortion: str, levels: Sequence[float], *,

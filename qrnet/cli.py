@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from distort.cli_common import CLIError, fail_cleanly, refuse_existing
+from distort.io import atomic_path, atomic_write_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -135,9 +136,7 @@ def _distortions(args):
 
 
 def _write_json(path: Path, payload) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=1, default=float))
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(payload, indent=1, default=float))
 
 
 # --- Subcommands --------------------------------------------------------------------------
@@ -205,9 +204,10 @@ def run_train(args) -> None:
     best = out / "checkpoints" / "restorer_best.keras"
     if best.is_file():
         restorer.set_weights(_load_restorer(str(best)).get_weights())
-    restorer.save(str(out / "tmp-restorer.keras"))
-    os.replace(out / "tmp-restorer.keras", final)
+    # restorer.keras last: once it exists the run is complete (a rerun refuses to redo it).
     _write_json(out / "history.json", {"mode": trainer.mode, "lambdas": trainer.lambdas, "history": history})
+    with atomic_path(final) as temporary:
+        restorer.save(temporary)
     print(f"wrote {final} (mode {trainer.mode}, {len(next(iter(history.values()), []))} epochs)")
 
 

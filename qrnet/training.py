@@ -27,7 +27,6 @@ patience 5, a checkpoint every epoch (atomic writes) and resume.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -37,6 +36,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from distort import training_state
+from distort.io import atomic_path
+from distort.pipeline import epoch_steps
 from qrnet.model import ImagePreprocessing
 
 __all__ = [
@@ -75,7 +77,7 @@ class ClassifierSpec:
         model: a built Keras classifier returning class probabilities (or logits).
         preprocessing: maps 0..255 RGB images to the classifier's input: a function (e.g.
             `keras.applications.vgg16.preprocess_input`), a layer, a mode name of
-            `qrnet.ImagePreprocessing` (`"unit"`, `"symmetric"`, `"caffe"`, ...) or None
+            `distort.preprocessing.ImagePreprocessing` (`"unit"`, `"tf"`, `"caffe"`, `"mobilenet_v2"`, ...) or None
             for classifiers that read 0..255 images. Defaults to None.
         weight: lambda_i, the weight of this classifier's cross-entropy. None takes the
             trainer's `lambdas`. Defaults to None.
@@ -433,13 +435,22 @@ def _check_batch_size(batch_size: int, even: bool) -> None:
         raise ValueError(f"batch_size must be {kind}. Received: batch_size={batch_size}")
 
 
-def _image_label_dataset(images, labels, shuffle: bool, seed: int) -> tf.data.Dataset:
+def _seeded_batches(images, labels, batch_size: int, seed: int, shuffle: bool,
+                    epochs: int | None, initial_epoch: int, steps_per_epoch: int | None):
+    """`(batch_seed, (images, labels))` batches: one pass, or epochs indexed by number."""
     images = np.asarray(images)
     labels = np.asarray(labels).reshape(len(images), -1)[:, 0].astype("int32")
+    if epochs is not None:
+        from distort.pipeline import epoch_batches
+
+        return epoch_batches(images, labels, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                             epochs=epochs, initial_epoch=initial_epoch,
+                             steps_per_epoch=steps_per_epoch)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return dataset
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=shuffle).batch(2)
+    return tf.data.Dataset.zip((seeds, dataset.batch(batch_size)))
 
 
 def paired_batches(
@@ -450,6 +461,9 @@ def paired_batches(
     seed: int = 0,
     shuffle: bool = True,
     apply_fn: Callable[..., Any] | None = None,
+    epochs: int | None = None,
+    initial_epoch: int = 0,
+    steps_per_epoch: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of Algorithm 1: half clean images, half distorted copies of the same images.
 
@@ -466,6 +480,11 @@ def paired_batches(
             `shuffle=False` every pass yields the same batches (use it for validation).
         shuffle: shuffle the images each epoch. Defaults to True.
         apply_fn: see `resolve_distortions`.
+        epochs: for resumable training: hold epochs `initial_epoch .. epochs - 1` back to
+            back, epoch `e`'s order and distortions a function of `(seed, e)` alone (see
+            `distort.pipeline.epoch_batches`). Defaults to None (one pass per iteration).
+        initial_epoch: the first epoch held, with `epochs`. Defaults to 0.
+        steps_per_epoch: optional cap on batches per epoch, with `epochs`.
 
     Returns:
         A `tf.data.Dataset` of `(inputs, (clean_targets, labels))`, inputs float32 0..255.
@@ -480,11 +499,10 @@ def paired_batches(
     """
     _check_batch_size(batch_size, even=True)
     distort_fn = resolve_distortions(distortions, apply_fn)
-    dataset = _image_label_dataset(images, labels, shuffle, seed)
-    dataset = dataset.batch(batch_size // 2, drop_remainder=False)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=shuffle).batch(2)
+    dataset = _seeded_batches(images, labels, batch_size // 2, seed, shuffle, epochs,
+                              initial_epoch, steps_per_epoch)
 
-    def pair(batch, batch_seed):
+    def pair(batch_seed, batch):
         clean_images, batch_labels = batch
         clean_images = tf.cast(clean_images, tf.float32)
         distorted = distort_fn(clean_images, batch_seed)
@@ -492,12 +510,13 @@ def paired_batches(
         targets = tf.concat([clean_images, clean_images], axis=0)
         return inputs, (targets, tf.concat([batch_labels, batch_labels], axis=0))
 
-    dataset = tf.data.Dataset.zip((dataset, seeds)).map(pair, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(pair, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def clean_batches(
-    images, labels, batch_size: int = 32, seed: int = 0, shuffle: bool = True
+    images, labels, batch_size: int = 32, seed: int = 0, shuffle: bool = True,
+    epochs: int | None = None, initial_epoch: int = 0, steps_per_epoch: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of clean images as `(images, (images, labels))`, for pre-training.
 
@@ -507,6 +526,7 @@ def clean_batches(
         batch_size: images per batch. Defaults to 32.
         seed: shuffling seed. Defaults to 0.
         shuffle: shuffle each epoch. Defaults to True.
+        epochs, initial_epoch, steps_per_epoch: as for `paired_batches`.
 
     Returns:
         A `tf.data.Dataset`.
@@ -518,13 +538,16 @@ def clean_batches(
     3
     """
     _check_batch_size(batch_size, even=False)
-    dataset = _image_label_dataset(images, labels, shuffle, seed).batch(batch_size)
+    dataset = _seeded_batches(images, labels, batch_size, seed, shuffle, epochs, initial_epoch,
+                              steps_per_epoch)
 
-    def to_pair(batch_images, batch_labels):
+    def to_pair(batch_seed, batch):
+        batch_images, batch_labels = batch
         batch_images = tf.cast(batch_images, tf.float32)
         return batch_images, (batch_images, batch_labels)
 
-    return dataset.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return dataset.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 # --- Checkpoints and resume ---------------------------------------------------------------
@@ -532,34 +555,21 @@ def clean_batches(
 _PHASES = ("pretrain", "main")
 
 
-def _atomic_write_json(path: str, payload: dict) -> None:
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(payload, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def _read_json(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    with open(path) as handle:
-        return json.load(handle)
-
-
 class TrainingCheckpoint(keras.callbacks.Callback):
     """Saves the training state every epoch with atomic writes, and resumes from it.
 
-    Files in `directory`: `state.weights.h5` (trainer weights with the optimizer's),
-    `state.json` (phase, last finished epoch, early-stopping counters, history),
-    `restorer_last.keras` and `restorer_best.keras` (the restorer alone, best by `monitor`).
-    Each is written to a temporary name and moved into place, so an interrupted write never
-    leaves a broken checkpoint.
+    Files in `directory`: `state.json` and `state-<epoch>.weights.h5` (trainer weights with
+    the optimizer's and the dropout RNG states; see `distort.training_state`), and
+    `restorer_last.keras` and `restorer_best.keras` (the restorer alone, best by
+    `monitor`). Each is written to a temporary name and moved into place; `state.json`
+    (phase, last finished epoch, early-stopping counters, history) goes last and commits the
+    epoch, so a process killed at any moment leaves the last finished epoch intact.
 
     On `fit` start, a saved state of the same phase restores the weights and continues after
     its epoch (or skips the `fit` if early stopping had ended the phase); a state of an
     earlier phase restores the weights and starts at epoch 0; a later phase skips this `fit`.
+    `initial_epoch` tells the epoch in advance, for building the data of the remaining
+    epochs.
 
     Args:
         directory: checkpoint folder (created if needed).
@@ -587,37 +597,39 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.history: list[dict] = []
         os.makedirs(self.directory, exist_ok=True)
 
-    @property
-    def state_path(self) -> str:
-        return os.path.join(self.directory, "state.json")
-
-    @property
-    def weights_path(self) -> str:
-        return os.path.join(self.directory, "state.weights.h5")
-
     def read_state(self) -> dict | None:
         """Returns the saved state dict, or None when nothing was saved."""
-        return _read_json(self.state_path)
+        return training_state.read_state(self.directory)
+
+    def initial_epoch(self, epochs: int) -> int:
+        """The epoch at which this phase's `fit(..., epochs=epochs)` starts, given the state.
+
+        0 without a state or after an earlier phase's; the epoch after the saved one for
+        this phase (at least `epochs` if early stopping had ended it); `epochs` (nothing left
+        to run) once a later phase has started.
+        """
+        state = self.read_state()
+        if state is None:
+            return 0
+        saved_phase, this_phase = _PHASES.index(state["phase"]), _PHASES.index(self.phase)
+        if saved_phase != this_phase:
+            return epochs if saved_phase > this_phase else 0
+        if state.get("stopped"):
+            return max(epochs, state["epoch"] + 1)
+        return state["epoch"] + 1
 
     def on_train_begin(self, logs=None):
         state = self.read_state()
-        if state is None or not os.path.exists(self.weights_path):
+        if state is None:
             return
-        saved_phase = _PHASES.index(state["phase"])
-        this_phase = _PHASES.index(self.phase)
-        if saved_phase > this_phase:
-            self.model._initial_epoch = self.params.get("epochs", 0)
+        epochs = self.params.get("epochs", 0)
+        self.model._initial_epoch = self.initial_epoch(epochs)
+        if _PHASES.index(state["phase"]) > _PHASES.index(self.phase):
             self.model.stop_training = True
             return
-        optimizer = self.model.optimizer
-        if optimizer is not None and not optimizer.built:
-            optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self.weights_path)
-        if saved_phase < this_phase:
+        training_state.restore_state(self.directory, self.model)
+        if state["phase"] != self.phase:
             return
-        self.model._initial_epoch = state["epoch"] + 1
-        if state.get("stopped"):
-            self.model._initial_epoch = max(self.params.get("epochs", 0), state["epoch"] + 1)
         self.best = state.get("best", np.inf)
         self.history = state.get("history", [])
         if self.early_stopping is not None and "early_stopping" in state:
@@ -627,9 +639,6 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = {key: float(value) for key, value in (logs or {}).items()}
         self.history.append({"epoch": epoch, **logs})
-        temporary = os.path.join(self.directory, "tmp-state.weights.h5")
-        self.model.save_weights(temporary, overwrite=True)
-        os.replace(temporary, self.weights_path)
         restorer = getattr(self.model, "restorer", None)
         if restorer is not None:
             self._save_restorer(restorer, "restorer_last.keras")
@@ -654,12 +663,11 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 "wait": int(self.early_stopping.wait),
                 "best": float(self.early_stopping.best),
             }
-        _atomic_write_json(self.state_path, state)
+        training_state.save_state(self.directory, self.model, state)
 
     def _save_restorer(self, restorer: keras.Model, filename: str) -> None:
-        temporary = os.path.join(self.directory, f"tmp-{filename}")
-        restorer.save(temporary)
-        os.replace(temporary, os.path.join(self.directory, filename))
+        with atomic_path(os.path.join(self.directory, filename)) as temporary:
+            restorer.save(temporary)
 
 
 # --- Algorithm 1 --------------------------------------------------------------------------
@@ -737,16 +745,23 @@ def train(
         validation_data = paired_batches(
             *validation, distortions, batch_size, seed + 1, shuffle=False, apply_fn=apply_fn
         )
+    # Epoch e's batches depend on (seed, e) alone, so a resumed run continues exactly.
+    steps = epoch_steps(len(images), batch_size // 2, steps_per_epoch)
     if pretrain_epochs:
         pretrain_callbacks = list(callbacks)
+        start = 0
         if checkpoint_dir:
-            pretrain_callbacks.append(TrainingCheckpoint(checkpoint_dir, "pretrain", "loss"))
+            pretrain_checkpoint = TrainingCheckpoint(checkpoint_dir, "pretrain", "loss")
+            pretrain_callbacks.append(pretrain_checkpoint)
+            start = min(pretrain_checkpoint.initial_epoch(pretrain_epochs), pretrain_epochs)
         trainer.fit(
-            clean_batches(images, labels, batch_size, seed),
+            clean_batches(images, labels, batch_size, seed, epochs=pretrain_epochs,
+                          initial_epoch=start, steps_per_epoch=steps_per_epoch),
             epochs=pretrain_epochs,
+            initial_epoch=start,
             callbacks=pretrain_callbacks,
             verbose=verbose,
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=epoch_steps(len(images), batch_size, steps_per_epoch),
             shuffle=False,
         )
     monitor = "val_loss" if validation is not None else "loss"
@@ -756,17 +771,21 @@ def train(
         stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=patience)
         main_callbacks.append(stopper)
     checkpoint = None
+    start = 0
     if checkpoint_dir:
         # After EarlyStopping, so that it saves and restores the stopper's counters.
         checkpoint = TrainingCheckpoint(checkpoint_dir, "main", monitor, early_stopping=stopper)
         main_callbacks.append(checkpoint)
+        start = min(checkpoint.initial_epoch(epochs), epochs)
     history = trainer.fit(
-        paired_batches(images, labels, distortions, batch_size, seed, apply_fn=apply_fn),
+        paired_batches(images, labels, distortions, batch_size, seed, apply_fn=apply_fn,
+                       epochs=epochs, initial_epoch=start, steps_per_epoch=steps_per_epoch),
         validation_data=validation_data,
         epochs=epochs,
+        initial_epoch=start,
         callbacks=main_callbacks,
         verbose=verbose,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=steps,
         shuffle=False,
     )
     if checkpoint is not None:

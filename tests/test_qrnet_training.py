@@ -244,7 +244,7 @@ def test_train_checkpoints_every_epoch_and_resumes(tmp_path):
     assert len(history["val_loss"]) == 2
     assert set(history) >= {"loss", "l1", "ce_clf", "acc_clf", "val_loss", "val_acc_clf"}
     assert sorted(os.listdir(directory)) == [
-        "restorer_best.keras", "restorer_last.keras", "state.json", "state.weights.h5"
+        "restorer_best.keras", "restorer_last.keras", "state-1.weights.h5", "state.json"
     ]
     last = keras.models.load_model(os.path.join(directory, "restorer_last.keras"), safe_mode=True)
     np.testing.assert_array_equal(np.asarray(last(noisy)), np.asarray(first.restorer(noisy)))
