@@ -32,6 +32,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from distort.io import atomic_dir
 from distort.preprocessing import Preprocess
 from distort.preprocessing import resolve as resolve_preprocessing
 
@@ -191,7 +192,8 @@ def export(
     Args:
         model: a Keras classifier with one [N, H, W, 3] input and one
             [N, classes] output (a wrapped DeepCorrect model, for example).
-        path: output directory.
+        path: output directory, written atomically (a temporary folder
+            beside it, then a rename; an existing one is replaced).
         preprocess: the model's preprocessing: a name from
             `distort.preprocessing.MODES` (`"tf"`, `"torch"`, `"caffe"`, `"unit"`,
             `"raw"`) or `APPLICATION_MODES` (`"mobilenet_v2"`, `"resnet50"`,
@@ -226,5 +228,6 @@ def export(
     for name, (function, signature) in endpoints.items():
         archive.add_endpoint(name, function, input_signature=signature)
     path = os.fspath(path)
-    archive.write_out(path, verbose=False)
+    with atomic_dir(path) as tmp:  # a killed export leaves no partial SavedModel at `path`
+        archive.write_out(tmp, verbose=False)
     return path

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +48,40 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a new temporary folder beside `path`; renames it onto `path` on success.
+
+    For outputs that are folders, such as a SavedModel. An existing `path` is
+    first renamed aside and deleted after the new folder is in place, so `path`
+    is only ever missing for the instant between two renames, never partial.
+
+    Example:
+
+    >>> import tempfile, os
+    >>> out = os.path.join(tempfile.mkdtemp(), "export")
+    >>> with atomic_dir(out) as tmp:
+    ...     open(os.path.join(tmp, "a.txt"), "w").close()
+    >>> os.listdir(out)
+    ['a.txt']
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent)
+            os.replace(path, os.path.join(old, path.name))
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

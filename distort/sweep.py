@@ -34,7 +34,7 @@ import tensorflow as tf
 from scipy import special
 
 from distort import presets, registry
-from distort.io import atomic_write_text
+from distort.io import atomic_path, atomic_write_text
 
 METRICS = ("top1", "top5", "confidence", "entropy", "cross_entropy")
 
@@ -125,11 +125,8 @@ class SweepResult:
 
 
 def _save_figure(fig, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
 
 
 def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:

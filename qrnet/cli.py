@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from distort.cli_common import CLIError, fail_cleanly, refuse_existing
-from distort.io import atomic_path, atomic_write_text
+from distort.io import atomic_dir, atomic_path, atomic_write_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -240,9 +239,8 @@ def run_restore(args) -> None:
         restored = qrnet.restore(restorer, images, batch_size=args.batch_size)
         if output.suffix != ".npz":
             raise CLIError(f"--output must be an .npz file for .npz input. Received: {output}")
-        temporary = output.with_name("tmp-" + output.name)
-        np.savez_compressed(temporary, x=np.clip(np.round(restored), 0, 255).astype("uint8"))
-        os.replace(temporary, output)
+        with atomic_path(output) as temporary:
+            np.savez_compressed(temporary, x=np.clip(np.round(restored), 0, 255).astype("uint8"))
         print(f"wrote {len(restored)} restored images to {output}")
         return
     from PIL import Image
@@ -250,7 +248,8 @@ def run_restore(args) -> None:
     output.mkdir(parents=True, exist_ok=True)
     for image, file in zip(images, files):
         restored = qrnet.restore(restorer, image)
-        Image.fromarray(np.clip(np.round(restored), 0, 255).astype("uint8")).save(output / f"{file.stem}.png")
+        with atomic_path(output / f"{file.stem}.png") as temporary:
+            Image.fromarray(np.clip(np.round(restored), 0, 255).astype("uint8")).save(temporary)
     print(f"wrote {len(files)} restored images to {output}/")
 
 
@@ -299,7 +298,8 @@ def run_export(args) -> None:
     out = Path(args.out)
     refuse_existing(out / "restorer", args.overwrite)
     channels = restorer.input_shape[-1]
-    restorer.export(str(out / "restorer"), format="tf_saved_model", verbose=False)
+    with atomic_dir(out / "restorer") as temporary:
+        restorer.export(temporary, format="tf_saved_model", verbose=False)
     written = [out / "restorer"]
     classifiers = _load_classifiers(args)
     if len(classifiers) > 1:
@@ -321,7 +321,8 @@ def run_export(args) -> None:
         archive.add_endpoint(
             "serve", serve, input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32)]
         )
-        archive.write_out(str(out / "restorer_classifier"), verbose=False)
+        with atomic_dir(out / "restorer_classifier") as temporary:
+            archive.write_out(temporary, verbose=False)
         written.append(out / "restorer_classifier")
     print("wrote " + ", ".join(str(p) for p in written))
 
