@@ -23,13 +23,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-SHARED ?= ../shared
-DEMO_ARGS ?= --every 10
+DEMO_ARGS ?=
 
 demo: $(STAMP)
-	$(VENV)/bin/distort sweep --model MobileNetV2 \
-	    --weights $(SHARED)/models/mobilenet_v2_1.0_224.weights.h5 \
-	    --data $(SHARED)/data/imagenet-samples --preset dodge_karam $(DEMO_ARGS) --out $(OUT)/demo
+	TF_CPP_MIN_LOG_LEVEL=2 $(VENV)/bin/deepcorrect demo --out $(OUT)/demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q

@@ -1,4 +1,8 @@
-"""`deepcorrect` command line: `rank | wrap | finetune | train | evaluate | export`.
+"""`deepcorrect` command line: `demo | rank | wrap | finetune | train | evaluate | export`.
+
+`deepcorrect demo --out out/demo` tells the whole story on Fashion-MNIST (baseline, sweep,
+ranking, correction units, Finetune and QRNet for comparison, a table and a report);
+`--dataset cifar10 --data cifar10.npz` does the same on CIFAR-10.
 
 A typical session on CIFAR-10 (models are `.keras` files or `keras.applications`
 names with `--weights`; data is an image folder or a CIFAR-style `.npz`):
@@ -19,7 +23,6 @@ killed part-way resume when run again with the same command.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -82,7 +85,6 @@ def _run_rank(args) -> None:
 
     registry.check_name(args.distortion)
     refuse_existing(args.out, args.overwrite)
-    partial = str(args.out) + ".partial"  # finished layers; a rerun resumes from it
     _, (model, preprocess), size = load_model_spec(args.model, args.weights)
     x, y = _load_data(args, "train", size)
     options = presets.options(args.preset).get(args.distortion, {})
@@ -90,11 +92,9 @@ def _run_rank(args) -> None:
     ranking = deepcorrect.rank(model, x, y, distortion, _levels(args), layers=args.layers,
                                site=args.site, score=args.score, method=args.method,
                                batch_size=args.batch_size, seed=args.seed, preprocess=preprocess,
-                               checkpoint=partial)
-    # Rewrite the checkpoint whole, then rename it: the ranking and its checkpoint
-    # never both exist, and never neither.
-    ranking.save(partial)
-    os.replace(partial, args.out)
+                               checkpoint=str(args.out) + ".partial")
+    ranking.save(args.out)
+    Path(str(args.out) + ".partial").unlink(missing_ok=True)
     for name in ranking.layer_names:
         print(f"{name}: top filters {ranking.order(name)[:8].tolist()}")
     print(f"wrote {args.out}")
@@ -218,6 +218,12 @@ def _run_export(args) -> None:
     print(f"wrote {args.out}")
 
 
+def _run_demo(args) -> None:
+    from deepcorrect import demo
+
+    demo.main_args(args)
+
+
 def _save(model, path) -> None:
     from distort.io import atomic_path
 
@@ -231,6 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepcorrect", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="the whole story on Fashion-MNIST (or CIFAR-10): baseline, "
+                       "sweep, ranking, correction units vs Finetune vs QRNet, report")
+    p.add_argument("--dataset", default="fashion_mnist", choices=("fashion_mnist", "cifar10"))
+    p.add_argument("--data", default=None,
+                   help="Fashion-MNIST idx folder (default /usr/share/datasets/fashion-mnist) "
+                        "or a CIFAR-style .npz (required for cifar10)")
+    p.add_argument("--quick", action="store_true",
+                   help="a few hundred images and one epoch (a smoke run)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/demo",
+                   help="output folder (default out/demo); an interrupted run resumes there")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard an earlier run's results in --out and start afresh")
+    p.set_defaults(run=_run_demo)
 
     p = sub.add_parser("rank", help="rank conv filters by correction priority (Algorithm 1)")
     _model_args(p), _data_args(p), _distortion_args(p)
