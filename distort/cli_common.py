@@ -56,6 +56,38 @@ def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
         raise CLIError(f"output exists: {path} (pass --overwrite to replace it)")
 
 
+def load_keras_file(path: str | os.PathLike, flag: str = "--model", compile: bool = True):
+    """Loads a `.keras` file with `safe_mode=True` (no `Lambda` or other code in the file).
+
+    Args:
+        path: The `.keras` file.
+        flag: The option that named it, for the error message.
+        compile: Whether to restore the training configuration too.
+
+    Returns:
+        The Keras model.
+
+    Raises:
+        CLIError: For a missing file, a directory, another suffix, or a file
+            Keras cannot load safely (not a `.keras` archive, unknown or unsafe
+            layers such as `Lambda`), naming it.
+    """
+    import keras
+
+    p = Path(path)
+    if p.is_dir():
+        raise CLIError(f"{flag} must be a .keras file, not a directory: {p}")
+    if not p.is_file():
+        raise CLIError(f"model file not found: {p}")
+    if p.suffix != ".keras":  # legacy .h5 models may carry Lambda bytecode
+        raise CLIError(f"{flag} must be a .keras file. Received: {p}")
+    try:
+        return keras.models.load_model(p, safe_mode=True, compile=compile)
+    except (ValueError, TypeError, OSError) as e:
+        raise CLIError(f"{flag} is not a loadable .keras model ({' '.join(str(e).split())}): "
+                       f"{p}") from None
+
+
 def load_model_spec(name: str, weights: str | None = None):
     """Loads a classifier for the command lines.
 
@@ -78,15 +110,7 @@ def load_model_spec(name: str, weights: str | None = None):
 
     p = Path(name)
     if p.suffix == ".keras":
-        if p.is_dir():
-            raise CLIError(f"--model must be a .keras file, not a directory: {p}")
-        if not p.is_file():
-            raise CLIError(f"model file not found: {p}")
-        try:
-            model = keras.models.load_model(p, safe_mode=True)
-        except (ValueError, OSError) as e:
-            raise CLIError(f"--model is not a loadable .keras model ({' '.join(str(e).split())}): "
-                           f"{p}") from None
+        model = load_keras_file(p)
         size = model.input_shape[1]
         return p.stem, (model, None), size
     app, *extra = name.split(":")

@@ -16,6 +16,7 @@ import csv
 import gzip
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -57,8 +58,12 @@ def load_cifar10(path: str | os.PathLike | None = None) -> Arrays:
 
         (xt, yt), (xv, yv) = keras.datasets.cifar10.load_data()
     else:
-        with np.load(_existing(path), allow_pickle=False) as d:
-            xt, yt, xv, yv = d["x_train"], d["y_train"], d["x_test"], d["y_test"]
+        d = read_npz(path)
+        missing = sorted({"x_train", "y_train", "x_test", "y_test"} - set(d))
+        if missing:
+            raise ValueError(f"{path} is not a CIFAR-style .npz: no array {', '.join(missing)}. "
+                             f"Found: {', '.join(d)}")
+        xt, yt, xv, yv = d["x_train"], d["y_train"], d["x_test"], d["y_test"]
     return (xt, yt.reshape(-1).astype(np.int64)), (xv, yv.reshape(-1).astype(np.int64))
 
 
@@ -337,13 +342,43 @@ def load_images(path: str | os.PathLike, split: str = "test", size: int = 224,
     return images, None if labels is None else np.asarray(labels).reshape(-1).astype(np.int64)
 
 
-def _npz_arrays(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads every array of an `.npz` file, never unpickling anything.
+
+    Args:
+        path: The `.npz` file.
+
+    Returns:
+        A dict name -> array, in the file's order.
+
+    Raises:
+        ValueError: Naming the file, if it is missing, a directory, not an
+            `.npz` archive, or holds an array that only pickle can read
+            (object arrays: loading them could run arbitrary code).
+
+    Example:
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.npz")
+    >>> np.savez(path, x=np.arange(3))
+    >>> read_npz(path)["x"].tolist()
+    [0, 1, 2]
+    """
+    path = _existing(path)
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            keys = list(arrays.keys())
-            for x_key, y_key in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("images", "labels")):
-                if x_key in keys:
-                    return arrays[x_key], arrays[y_key] if y_key in keys else None
+            if not hasattr(arrays, "files"):
+                raise ValueError("a single .npy array, not an .npz archive")
+            return {key: arrays[key] for key in arrays.files}
     except ValueError as e:  # object arrays need pickle, which is never enabled
         raise ValueError(f"cannot read {path} without pickle ({e})") from None
-    raise ValueError(f"{path} has no array x_{split}, x or images. Found: {', '.join(keys)}")
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"not a readable .npz file ({type(e).__name__}: {e}): {path}") from None
+
+
+def _npz_arrays(path: Path, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+    arrays = read_npz(path)
+    for x_key, y_key in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("images", "labels")):
+        if x_key in arrays:
+            return arrays[x_key], arrays.get(y_key)
+    raise ValueError(f"{path} has no array x_{split}, x or images. Found: {', '.join(arrays)}")

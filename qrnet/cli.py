@@ -35,13 +35,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _load_npz(path: Path, split: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    with np.load(path, allow_pickle=False) as data:
-        keys = list(data.keys())
-        for images_key, labels_key in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("images", "labels")):
-            if images_key in keys:
-                labels = data[labels_key] if labels_key in keys else None
-                return data[images_key], labels
-    raise CLIError(f"{path} has no array x_{split}, x or images. Found: {', '.join(keys)}")
+    from distort.data import read_npz
+
+    data = read_npz(path)
+    for images_key, labels_key in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("images", "labels")):
+        if images_key in data:
+            return data[images_key], data.get(labels_key)
+    raise CLIError(f"{path} has no array x_{split}, x or images. Found: {', '.join(data)}")
 
 
 def load_data(path: str, split: str = "train", image_size: int = 224, limit: int | None = None):
@@ -72,14 +72,11 @@ def load_data(path: str, split: str = "train", image_size: int = 224, limit: int
     return images, (None if labels is None else np.asarray(labels).reshape(-1).astype("int64"))
 
 
-def _load_restorer(path: str):
-    import keras
-
+def _load_restorer(path: str, flag: str = "--model"):
     import qrnet  # noqa: F401  (registers the restorer's layers)
+    from distort.cli_common import load_keras_file
 
-    if not Path(path).is_file():
-        raise CLIError(f"model file not found: {path}")
-    return keras.models.load_model(path, safe_mode=True, compile=False)
+    return load_keras_file(path, flag, compile=False)
 
 
 def _load_classifiers(args) -> list[tuple[str, Any, Any]]:
@@ -214,12 +211,13 @@ def _read_inputs(path: Path, key: str | None):
     if path.suffix == ".npz":
         if not path.is_file():
             raise CLIError(f"input file not found: {path}")
-        with np.load(path, allow_pickle=False) as data:
-            keys = list(data.keys())
-            chosen = key or next((k for k in ("x", "x_test", "images") if k in keys), None)
-            if chosen not in keys:
-                raise CLIError(f"--key {chosen!r} not in {path}. Found: {', '.join(keys)}")
-            return data[chosen], None
+        from distort.data import read_npz
+
+        data = read_npz(path)
+        chosen = key or next((k for k in ("x", "x_test", "images") if k in data), None)
+        if chosen not in data:
+            raise CLIError(f"--key {chosen!r} not in {path}. Found: {', '.join(data)}")
+        return data[chosen], None
     files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
     if not files or not files[0].is_file():
         raise CLIError(f"no images found at {path}")
@@ -263,7 +261,7 @@ def run_evaluate(args) -> None:
     restorers = {}
     for item in args.restorer or []:
         name, _, path = item.rpartition("=")
-        restorers[name or Path(path).stem] = _load_restorer(path)
+        restorers[name or Path(path).stem] = _load_restorer(path, "--restorer")
     images, labels = load_data(args.data, args.split, args.image_size, args.limit)
     if labels is None:
         raise CLIError(f"--data needs labels for evaluation: {args.data}")
