@@ -16,7 +16,7 @@ import io
 import numpy as np
 import tensorflow as tf
 
-from distort.ops import _levels, from_float_batch, to_float_batch
+from distort.ops import _levels, cast_back, check_batch
 
 JPEG2000_BACKENDS = ("pillow", "glymur")
 JPEG2000_PSNR_RANGE = (10.0, 80.0)
@@ -44,9 +44,7 @@ def jpeg(images, quality):
     quality = _levels("quality", quality, 1, 100)
     if isinstance(quality, float) and quality != int(quality):
         raise ValueError(f"quality must be an integer in 1..100. Received: quality={quality}")
-    x, dtype, single = to_float_batch(images)
-    x8 = tf.cast(tf.round(tf.clip_by_value(x, 0, 255)), tf.uint8)
-    qualities = tf.broadcast_to(tf.cast(tf.round(quality), tf.int32), tf.shape(x8)[:1])
+    x8, dtype, single = _uint8_batch(images)
     channels = x8.shape[-1] or 0
 
     def code(args):
@@ -54,9 +52,28 @@ def jpeg(images, quality):
         data = tf.raw_ops.EncodeJpegVariableQuality(images=image, quality=q)
         return tf.image.decode_jpeg(data, channels=channels)
 
-    y = tf.map_fn(code, (x8, qualities), fn_output_signature=tf.uint8)
-    y = tf.ensure_shape(y, x8.shape)
-    return from_float_batch(tf.cast(y, tf.float32), dtype, single)
+    if isinstance(quality, float):
+        # One quality for the batch: no per-image quality tensor to carry along.
+        q = tf.constant(int(round(quality)), tf.int32)
+        y = tf.map_fn(lambda image: code((image, q)), x8, fn_output_signature=tf.uint8)
+    else:
+        qualities = tf.broadcast_to(tf.cast(tf.round(quality), tf.int32), tf.shape(x8)[:1])
+        y = tf.map_fn(code, (x8, qualities), fn_output_signature=tf.uint8)
+    return _back_from_uint8(tf.ensure_shape(y, x8.shape), dtype, single)
+
+
+def _uint8_batch(images) -> tuple[tf.Tensor, tf.DType, bool]:
+    """Validates images and returns them as a uint8 batch (float rounded and clipped)."""
+    x, dtype, single = check_batch(images)
+    if dtype != tf.uint8:
+        x = cast_back(tf.cast(x, tf.float32), tf.uint8)
+    return x, dtype, single
+
+
+def _back_from_uint8(y: tf.Tensor, dtype: tf.DType, single: bool) -> tf.Tensor:
+    """Casts a decoded uint8 batch back to the input's dtype (and single image)."""
+    y = tf.cast(y, dtype) if dtype != tf.uint8 else y
+    return y[0] if single else y
 
 
 def jpeg2000(images, psnr, backend: str = "pillow"):
@@ -85,16 +102,14 @@ def jpeg2000(images, psnr, backend: str = "pillow"):
     """
     psnr = _levels("psnr", psnr, *JPEG2000_PSNR_RANGE)
     encode = _jpeg2000_codec(backend)
-    x, dtype, single = to_float_batch(images)
-    x8 = tf.cast(tf.round(tf.clip_by_value(x, 0, 255)), tf.uint8)
+    x8, dtype, single = _uint8_batch(images)
     targets = tf.broadcast_to(tf.cast(psnr, tf.float32), tf.shape(x8)[:1])
 
     def run(batch, target):
         return np.stack([encode(im, float(t)) for im, t in zip(batch, target)])
 
     y = tf.numpy_function(run, [x8, targets], tf.uint8, stateful=False)
-    y = tf.ensure_shape(y, x8.shape)
-    return from_float_batch(tf.cast(y, tf.float32), dtype, single)
+    return _back_from_uint8(tf.ensure_shape(y, x8.shape), dtype, single)
 
 
 def _jpeg2000_codec(backend: str):

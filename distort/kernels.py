@@ -242,13 +242,12 @@ def camera_shake(seed: int = 0, grid: int = 15, size: int = 17, points: int = 6)
     p = np.concatenate([ctrl[:1], ctrl, ctrl[-1:]])
     w = np.concatenate([weight[:1], weight, weight[-1:]])
     t = np.linspace(0.0, 1.0, 256, endpoint=False)[:, None]
-    curve, intensity = [], []
-    for i in range(1, points):
-        p0, p1, p2, p3 = p[i - 1], p[i], p[i + 1], p[i + 2]
-        curve.append(0.5 * (2 * p1 + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
-                            + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3))
-        intensity.append(w[i] + (w[i + 1] - w[i]) * t[:, 0])
-    curve, intensity = np.concatenate(curve), np.concatenate(intensity)
+    # Every segment at once: p0..p3 are [segments, 1, 2], the curve [segments, 256, 2].
+    p0, p1, p2, p3 = (p[i : i + points - 1, None] for i in range(4))
+    curve = 0.5 * (2 * p1 + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
+                   + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3)
+    intensity = w[1:points, None] + (w[2 : points + 1] - w[1:points])[:, None] * t[:, 0]
+    curve, intensity = curve.reshape(-1, 2), intensity.reshape(-1)
     # Weight by the distance travelled, so slow segments are not over-exposed
     # by the sampling, then let the intensity vary along the path.
     speed = np.linalg.norm(np.gradient(curve, axis=0), axis=1) + 1e-6
@@ -264,11 +263,17 @@ def _splat(kernel: np.ndarray, rows: np.ndarray, cols: np.ndarray, weights: np.n
     r0, c0 = np.floor(rows).astype(int), np.floor(cols).astype(int)
     fr, fc = rows - r0, cols - c0
     n = kernel.shape[0]
+    index, values = [], []
     for dr, dc, wt in (
         (0, 0, (1 - fr) * (1 - fc)),
         (0, 1, (1 - fr) * fc),
         (1, 0, fr * (1 - fc)),
         (1, 1, fr * fc),
     ):
-        r, c = np.clip(r0 + dr, 0, n - 1), np.clip(c0 + dc, 0, n - 1)
-        np.add.at(kernel, (r, c), weights * wt)
+        r = np.minimum(np.maximum(r0 + dr, 0), n - 1)
+        c = np.minimum(np.maximum(c0 + dc, 0), n - 1)
+        index.append(r * kernel.shape[1] + c)
+        values.append(weights * wt)
+    # One bincount adds the corners in the same order as successive np.add.at calls.
+    kernel += np.bincount(np.concatenate(index), np.concatenate(values),
+                          minlength=kernel.size).reshape(kernel.shape)

@@ -36,13 +36,22 @@ BORDERS = ("reflect", "constant", "nearest", "mirror")
 def to_float_batch(images) -> tuple[tf.Tensor, tf.DType, bool]:
     """Validates images and returns them as a float32 NHWC batch.
 
+    Same as `check_batch`, the batch cast to float32.
+    """
+    x, dtype, single = check_batch(images)
+    return tf.cast(x, tf.float32), dtype, single
+
+
+def check_batch(images) -> tuple[tf.Tensor, tf.DType, bool]:
+    """Validates images and returns them as an NHWC batch of their own dtype.
+
     Args:
         images: An NHWC batch or one HWC image, uint8 or float (0..255), with
             1 or 3 channels.
 
     Returns:
-        `(batch, dtype, single)`: the float32 batch, the input dtype, and
-        whether the input was a single image.
+        `(batch, dtype, single)`: the batch, the input dtype, and whether the
+        input was a single image.
 
     Raises:
         ValueError: On a wrong rank or channel count, an empty batch, or
@@ -72,16 +81,18 @@ def to_float_batch(images) -> tuple[tf.Tensor, tf.DType, bool]:
             raise ValueError(f"images must not be empty. Received shape: {x.shape}")
         if dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(x))):
             raise ValueError("images must be finite: received NaN or inf values")
-    return tf.cast(x, tf.float32), dtype, single
+    return x, dtype, single
+
+
+def cast_back(x: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """Clips float values to 0..255 and casts them to `dtype` (rounded for uint8)."""
+    x = tf.clip_by_value(x, 0.0, 255.0)
+    return tf.cast(tf.round(x) if dtype == tf.uint8 else x, dtype)
 
 
 def from_float_batch(x: tf.Tensor, dtype: tf.DType, single: bool) -> tf.Tensor:
     """Clips a float batch to 0..255 and casts it back (rounded for uint8)."""
-    x = tf.clip_by_value(x, 0.0, 255.0)
-    if dtype == tf.uint8:
-        x = tf.cast(tf.round(x), tf.uint8)
-    else:
-        x = tf.cast(x, dtype)
+    x = cast_back(x, dtype)
     return x[0] if single else x
 
 
@@ -137,7 +148,7 @@ def pad(x: tf.Tensor, rows: tuple[int, int], cols: tuple[int, int], border: str 
     """Pads an NHWC batch spatially.
 
     Args:
-        x: A float NHWC batch.
+        x: An NHWC batch (any dtype).
         rows: Pixels to add (above, below).
         cols: Pixels to add (left, right).
         border: "reflect" (scipy's reflect, the default), "constant" (zeros,
@@ -173,46 +184,121 @@ def convolve(images, kernel, border: str = "reflect") -> tf.Tensor:
     >>> convolve(np.ones([1, 8, 8, 3], np.float32), np.ones([3, 3]) / 9).shape
     TensorShape([1, 8, 8, 3])
     """
-    x, dtype, single = to_float_batch(images)
-    return from_float_batch(_convolve(x, kernel, border), dtype, single)
+    return _filter(images, lambda f, shape: _convolve(f, kernel, border, shape[3]))
 
 
-def _convolve(x: tf.Tensor, kernel, border: str) -> tf.Tensor:
-    kernel = tf.convert_to_tensor(kernel, tf.float32)
-    if kernel.shape.rank == 2:
+def _filter(images, fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> tf.Tensor:
+    """Runs `fn(folded batch, [N, H, W, C])` on images in the folded layout.
+
+    `fn` gets the batch folded (see `_fold`) in the input's dtype, so that
+    folding and padding move uint8 bytes, and returns float32. The result is
+    cast back before unfolding.
+    """
+    x, dtype, single = check_batch(images)
+    shape = tf.shape(x)
+    y = cast_back(fn(_fold(x), shape), dtype)
+    y = _unfold(y, shape)
+    return y[0] if single else y
+
+
+def _fold(x: tf.Tensor) -> tf.Tensor:
+    """`[N, H, W, C]` -> `[1, H, W, N * C]`: the batch becomes channels.
+
+    Depthwise convolutions vectorise over channels, so three channels waste
+    most of a SIMD register; N * C channels fill them.
+    """
+    shape = tf.shape(x)
+    return tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, shape[1], shape[2], shape[0] * shape[3]])
+
+
+def _unfold(y: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
+    """Inverse of `_fold` for a batch of `shape` `[N, H, W, C]`."""
+    return tf.transpose(tf.reshape(y, [shape[1], shape[2], shape[0], shape[3]]), [2, 0, 1, 3])
+
+
+def _depthwise(folded: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """Correlates every channel of a folded batch with one `[kh, kw]` kernel (VALID)."""
+    k = tf.tile(kernel[:, :, None, None], [1, 1, tf.shape(folded)[-1], 1])
+    return tf.nn.depthwise_conv2d(folded, k, [1, 1, 1, 1], "VALID")
+
+
+def _static_kernel(kernel) -> np.ndarray | None:
+    """A constant odd-sized 2-D kernel cropped to its nonzero part (kept centred), or None."""
+    k = tf.get_static_value(kernel) if isinstance(kernel, tf.Tensor) else kernel
+    if k is None:
+        return None
+    k = np.asarray(k, np.float32)
+    if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0 or not np.any(k):
+        return None
+    rows, cols = np.nonzero(k)
+    r = int(np.abs(rows - k.shape[0] // 2).max())
+    c = int(np.abs(cols - k.shape[1] // 2).max())
+    return k[k.shape[0] // 2 - r : k.shape[0] // 2 + r + 1, k.shape[1] // 2 - c : k.shape[1] // 2 + c + 1]
+
+
+def _factor(k: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Splits a 2-D kernel into `(column, row)` 1-D kernels if it is rank 1, else None."""
+    if k.shape[0] == 1:
+        return np.ones([1], np.float32), k[0]
+    if k.shape[1] == 1:
+        return k[:, 0], np.ones([1], np.float32)
+    u, s, vt = np.linalg.svd(k.astype(np.float64))
+    if s[1] > 1e-7 * s[0]:
+        return None
+    col, row = u[:, 0] * np.sqrt(s[0]), vt[0] * np.sqrt(s[0])
+    if np.abs(np.outer(col, row) - k).max() > 1e-6 * np.abs(k).max():
+        return None
+    return col.astype(np.float32), row.astype(np.float32)
+
+
+def _convolve(f: tf.Tensor, kernel, border: str, channels) -> tf.Tensor:
+    """Convolves a folded batch `[1, H, W, N * C]` (see `_fold`); returns float32.
+
+    Args:
+        f: The folded batch, uint8 or float (padded before the cast to float).
+        kernel: A 2-D kernel shared by the batch or one `[N, k, k]` kernel per image.
+        border: See `pad`.
+        channels: C, the channels of each image.
+    """
+    if not isinstance(kernel, tf.Tensor):
+        kernel = np.asarray(kernel, np.float32)
+    if len(kernel.shape) == 2:
+        static = _static_kernel(kernel)
+        if static is not None:
+            kernel = static
+            factors = _factor(static)
+            if factors is not None:
+                # Rank 1 (axis-aligned boxes, Gaussians): two 1-D passes.
+                return _separable(f, factors[0], border, factors[1])
         kh, kw = kernel.shape
         if kh == 1 and kw == 1:
-            return x * kernel[0, 0]
-        xp = pad(x, (kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2), border)
-        channels = tf.shape(x)[-1]
+            return tf.cast(f, tf.float32) * kernel[0, 0]
+        fp = _float(pad(f, (kh // 2, (kh - 1) // 2), (kw // 2, (kw - 1) // 2), border))
         # Correlation with the flipped kernel is convolution.
-        k = tf.reverse(kernel, [0, 1])[:, :, None, None]
-        k = tf.tile(k, [1, 1, channels, 1])
-        return tf.nn.depthwise_conv2d(xp, k, [1, 1, 1, 1], "VALID")
-    # One kernel per image: fold the batch into the channels of one image.
-    shape = tf.shape(x)
-    n, h, w, c = shape[0], shape[1], shape[2], shape[3]
+        return _depthwise(fp, tf.reverse(tf.convert_to_tensor(kernel, tf.float32), [0, 1]))
     half = tf.shape(kernel)[1] // 2
-    xp = pad(x, (half, half), (half, half), border)
-    folded = tf.reshape(tf.transpose(xp, [1, 2, 0, 3]), [1, h + 2 * half, w + 2 * half, n * c])
+    fp = _float(pad(f, (half, half), (half, half), border))
     k = tf.reverse(kernel, [1, 2])  # [n, k, k]
-    k = tf.repeat(tf.transpose(k, [1, 2, 0]), c, axis=2)[:, :, :, None]  # [k, k, n*c, 1]
-    y = tf.nn.depthwise_conv2d(folded, k, [1, 1, 1, 1], "VALID")
-    return tf.transpose(tf.reshape(y, [h, w, n, c]), [2, 0, 1, 3])
+    k = tf.repeat(tf.transpose(k, [1, 2, 0]), channels, axis=2)[:, :, :, None]  # [k, k, n*c, 1]
+    return tf.nn.depthwise_conv2d(fp, k, [1, 1, 1, 1], "VALID")
 
 
-def _separable(x: tf.Tensor, k1d: np.ndarray, border: str) -> tf.Tensor:
-    """Convolves with outer(k1d, k1d) as two 1-D passes."""
-    r = len(k1d) // 2
-    if r == 0:
-        return x
-    xp = pad(x, (r, r), (r, r), border)
-    channels = tf.shape(x)[-1]
-    k = tf.constant(k1d[::-1].copy(), tf.float32)
-    kv = tf.tile(k[:, None, None, None], [1, 1, channels, 1])
-    kh = tf.tile(k[None, :, None, None], [1, 1, channels, 1])
-    y = tf.nn.depthwise_conv2d(xp, kv, [1, 1, 1, 1], "VALID")
-    return tf.nn.depthwise_conv2d(y, kh, [1, 1, 1, 1], "VALID")
+def _float(x: tf.Tensor) -> tf.Tensor:
+    return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
+
+
+def _separable(f: tf.Tensor, column: np.ndarray, border: str, row: np.ndarray | None = None):
+    """Convolves a folded batch with `outer(column, row)` (row defaults to column), 1-D passes."""
+    row = column if row is None else row
+    rv, rh = len(column) // 2, len(row) // 2
+    y = _float(pad(f, (rv, rv), (rh, rh), border) if rv or rh else f)
+    # Vertical first, as before folding: the float sums, and so the outputs, stay identical.
+    for k, taps in ((column, [-1, 1]), (row, [1, -1])):
+        if len(k) > 1:
+            y = _depthwise(y, tf.constant(np.reshape(k[::-1], taps), tf.float32))
+        elif k[0] != 1:
+            y = y * float(k[0])
+    return y
 
 
 def _stack_kernels(make: Callable[[float, int], np.ndarray], levels, seeds) -> tf.Tensor:
@@ -220,11 +306,12 @@ def _stack_kernels(make: Callable[[float, int], np.ndarray], levels, seeds) -> t
 
     def build(levels_np, seeds_np):
         ks = [make(float(lv), int(sd)) for lv, sd in zip(levels_np, seeds_np)]
-        size = max(k.shape[0] for k in ks)
-        out = np.zeros([len(ks), size, size], np.float32)
+        # The common size is the widest nonzero extent: zero rims cost as much as weights.
+        half = max(int(np.abs(np.argwhere(k) - k.shape[0] // 2).max(initial=0)) for k in ks)
+        out = np.zeros([len(ks), 2 * half + 1, 2 * half + 1], np.float32)
         for i, k in enumerate(ks):
-            o = (size - k.shape[0]) // 2
-            out[i, o : o + k.shape[0], o : o + k.shape[1]] = k
+            c, r = k.shape[0] // 2, min(half, k.shape[0] // 2)
+            out[i, half - r : half + r + 1, half - r : half + r + 1] = k[c - r : c + r + 1, c - r : c + r + 1]
         return out
 
     out = tf.numpy_function(build, [levels, seeds], tf.float32, stateful=False)
@@ -238,15 +325,16 @@ def _kernel_blur(images, level, make, border, seed=None, random=False) -> tf.Ten
     A deterministic kernel at one level is built once and shared; random
     kernels (`random=True`) and per-image levels get one kernel per image.
     """
-    x, dtype, single = to_float_batch(images)
     if isinstance(level, float) and not random:
-        y = _convolve(x, make(level, 0), border)
-    else:
-        n = tf.shape(x)[0]
-        seeds = per_image_seeds(seed_tensor(seed), n)
-        levels = tf.broadcast_to(tf.cast(level, tf.float32), [n])
-        y = _convolve(x, _stack_kernels(make, levels, seeds), border)
-    return from_float_batch(y, dtype, single)
+        kernel = make(level, 0)
+        return _filter(images, lambda f, shape: _convolve(f, kernel, border, shape[3]))
+
+    def per_image(f, shape):
+        seeds = per_image_seeds(seed_tensor(seed), shape[0])
+        levels = tf.broadcast_to(tf.cast(level, tf.float32), shape[:1])
+        return _convolve(f, _stack_kernels(make, levels, seeds), border, shape[3])
+
+    return _filter(images, per_image)
 
 
 # ----------------------------------------------------------------------------
@@ -274,9 +362,8 @@ def gaussian_blur(images, sigma, window: str | int = "4sigma+1", border: str = "
     """
     sigma = _levels("sigma", sigma)
     if isinstance(sigma, float):
-        x, dtype, single = to_float_batch(images)
-        return from_float_batch(_separable(x, kernels.gaussian_1d(sigma, window), border),
-                                dtype, single)
+        k = kernels.gaussian_1d(sigma, window)
+        return _filter(images, lambda f, _: _separable(f, k, border))
     return _kernel_blur(images, sigma, lambda s, _: kernels.gaussian(s, window), border)
 
 
@@ -466,7 +553,9 @@ def combined(images, max_level: float = 4.0, seed: int | None = None, border: st
     walk_seeds = per_image_seeds(s + [0, 1], n)
     walks = _stack_kernels(kernels.random_walk, levels[0], walk_seeds)
     disks = _stack_kernels(lambda r, _: kernels.disk(r), levels[1], walk_seeds)
-    y = _convolve(_convolve(x, walks, border), disks, border)
+    shape = tf.shape(x)
+    y = _unfold(_convolve(_convolve(_fold(x), walks, border, shape[3]), disks, border, shape[3]),
+                shape)
     noise = tf.random.stateless_normal(tf.shape(x), s + [0, 2])
     y = y + tf.reshape(levels[2], [-1, 1, 1, 1]) * noise
     return from_float_batch(y, dtype, single)
