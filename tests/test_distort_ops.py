@@ -132,6 +132,19 @@ def test_kernel_blurs_match_scipy(photos, name, level, kernel):
     np.testing.assert_allclose(got, np.clip(scipy_filter(x, kernel), 0, 255), atol=2e-3)
 
 
+@pytest.mark.parametrize("kernel", [
+    kernels.gaussian(2.0),  # rank 1: two 1-D passes
+    np.outer([1.0, 2, 3], [0, 1, 4, 1, 0]) / 36,  # rank 1, asymmetric, zero ends
+    kernels.box(5, 30),  # dense 2-D
+    np.pad(kernels.random_walk(3, seed=1), 2),  # sparse, with a zero rim to trim
+], ids=["gaussian", "asymmetric-rank1", "oblique-box", "padded-walk"])
+@pytest.mark.parametrize("border", ["reflect", "constant"])
+def test_convolve_matches_scipy_on_every_kernel_path(photos, kernel, border):
+    x = photos.astype(np.float32)
+    got = distort.convolve(x, kernel, border=border).numpy()
+    np.testing.assert_allclose(got, np.clip(scipy_filter(x, kernel, mode=border), 0, 255), atol=2e-3)
+
+
 def test_per_image_levels_match_one_level_at_a_time(photos):
     x = photos.astype(np.float32)
     sigmas = np.array([0.0, 1.0, 2.5, 4.0], np.float32)
@@ -140,14 +153,18 @@ def test_per_image_levels_match_one_level_at_a_time(photos):
         np.testing.assert_allclose(got[i], distort.gaussian_blur(x[i], float(s)).numpy(), atol=2e-3)
 
 
-def test_random_walk_blur_uses_one_kernel_per_image(photos):
+@pytest.mark.parametrize("name, level, make", [
+    ("random_walk_blur", 4, lambda seed: kernels.random_walk(4, seed=seed)),
+    ("camera_shake", 1, lambda seed: kernels.camera_shake(seed=seed)),
+])
+def test_random_blurs_use_one_kernel_per_image(photos, name, level, make):
     x = photos.astype(np.float32)
-    y = distort.random_walk_blur(x, 4, seed=7).numpy()
-    # Each output equals SciPy's convolution with *some* random-walk kernel: recover
+    y = distort.apply(x, name, level, seed=7).numpy()
+    # Each output equals SciPy's convolution with its own random kernel: recover
     # the per-image seeds the op derives and check against them.
     seeds = distort.ops.per_image_seeds(distort.ops.seed_tensor(7), 4).numpy()
     for i in range(4):
-        ref = scipy_filter(x[i : i + 1], kernels.random_walk(4, seed=int(seeds[i])))[0]
+        ref = scipy_filter(x[i : i + 1], make(int(seeds[i])))[0]
         np.testing.assert_allclose(y[i], np.clip(ref, 0, 255), atol=2e-3)
 
 
