@@ -541,6 +541,7 @@ class _Step:
     inputs: tuple[Hashable, ...]
     outputs: tuple[Hashable, ...]
     fn: Callable[[dict[Hashable, Any]], list[Any]]
+    linear_part: bool = False  # the linear half of a split conv (no activation)
 
 
 def _call_layer(layer: Any, *args: Any, **kwargs: Any) -> Any:
@@ -694,7 +695,7 @@ class _Program:
         (src,) = step.inputs
         return [
             _Step(layer, step.inputs, (lin_key,),
-                  lambda v, f=linear, s=src: [f(v[s])]),
+                  lambda v, f=linear, s=src: [f(v[s])], linear_part=True),
             _Step(activation, (lin_key,), step.outputs,
                   lambda v, f=activation, k=lin_key: [f(v[k])]),
         ]
@@ -766,9 +767,10 @@ class _Site:
     swap_key: Hashable  # where the exact method stacks and swaps (see _push)
     channels: int
     channel_axis: int  # axis in the (batched) site tensor
-    tail: list[int]  # steps after swap_key
+    tail: list[int]  # steps after swap_key (after mix.out_key with a mix)
     boundary: list[Hashable]  # tensors the tail reads from before swap_key
     head: list[int]  # steps computing swap_key and the boundary
+    mix: "_Mix | None" = None  # the first mixing layer, run incrementally
 
 
 def _conv_layers(model: keras.Model) -> list[Any]:
@@ -788,8 +790,14 @@ def _filter_count(layer: Any) -> int:
     return int(layer._inbound_nodes[0].outputs[0].shape[axis])
 
 
-def _site_for(program: _Program, layer: Any, site: str) -> _Site:
-    """Locates the swap site of `layer` and the head/tail/boundary around it."""
+def _site_for(program: _Program, layer: Any, site: str,
+              incremental: bool = False) -> _Site:
+    """Locates the swap site of `layer` and the head/tail/boundary around it.
+
+    With `incremental`, a first mixing layer that `_Mix` can run incrementally
+    is recorded in `mix`, and the tail starts after it; otherwise the tail
+    starts at the swap point (what a swap of several channels at once needs).
+    """
     found = program.steps_of(layer)
     if len(found) != 1:
         raise ValueError(
@@ -808,8 +816,10 @@ def _site_for(program: _Program, layer: Any, site: str) -> _Site:
     ):
         raise ValueError(f"The model output does not depend on {layer.name!r}.")
     swap_key = _push(program, key, layer.data_format)
-    tail = program.downstream(swap_key)
-    boundary = program.boundary(swap_key, tail)
+    mix = _mix_for(program, swap_key, layer.data_format) if incremental else None
+    start = mix.out_key if mix else swap_key
+    tail = program.downstream(start)
+    boundary = program.boundary(start, tail)
     return _Site(
         layer_name=layer.name,
         key=key,
@@ -819,6 +829,7 @@ def _site_for(program: _Program, layer: Any, site: str) -> _Site:
         tail=tail,
         boundary=boundary,
         head=program.ancestors([swap_key, *boundary]),
+        mix=mix,
     )
 
 
@@ -866,6 +877,123 @@ def _push(program: _Program, key: Hashable, data_format: str) -> Hashable:
             break
         key = step.outputs[0]
     return key
+
+
+@dataclasses.dataclass
+class _Mix:
+    """The first channel-mixing layer after the swap point, run incrementally.
+
+    A `Conv2D` (groups=1) or `Dense` layer is linear before its bias and
+    activation, so its output for the swap of channel j is
+
+        lin(dist) + bias + lin(e_j * (clean_j - dist_j))
+
+    where `e_j` keeps channel j only. `lin(dist) + bias` is computed once per
+    image; the second term reads one input channel, so it costs a factor of
+    the layer's input channels less than the layer: a depthwise convolution with
+    the layer's kernel slice `W[..., j, :]` (conv), an outer product (dense on
+    the channel axis), or a matrix product over channel j's positions
+    (flatten, then dense). Then the layer's activation is applied.
+    """
+
+    kind: str  # "conv", "dense" or "flatten_dense"
+    layer: Any
+    out_key: Hashable  # the layer's output; the tail starts after it
+    activate: bool  # False for the linear half of a split conv
+
+    def pre_activation(self, x: tf.Tensor) -> tf.Tensor:
+        """The layer's output before its activation, for a batch `x`."""
+        kernel = tf.convert_to_tensor(self.layer.kernel)
+        if self.kind == "conv":
+            y = self.layer.convolution_op(x, kernel)
+        else:
+            if self.kind == "flatten_dense":
+                x = tf.reshape(x, [tf.shape(x)[0], -1])
+            y = tf.tensordot(x, kernel, [[len(x.shape) - 1], [0]])
+        if self.layer.bias is not None:
+            y = y + tf.convert_to_tensor(self.layer.bias)
+        return y
+
+    def swapped(self, base: tf.Tensor, delta: tf.Tensor,
+                filters: tf.Tensor) -> tf.Tensor:
+        """The layer's output for each swap, stacked: `(K * B, ...)`.
+
+        Args:
+            base: `pre_activation(dist)`, `(B, ..., O)`.
+            delta: `clean - dist` at the swap point, `(B, ..., C)`.
+            filters: the `K` swapped channels.
+        """
+        k = tf.shape(filters)[0]
+        b = tf.shape(base)[0]
+        rank = len(delta.shape)
+        kernel = tf.convert_to_tensor(self.layer.kernel)
+        width = kernel.shape[-1]
+        d = tf.gather(delta, filters, axis=rank - 1)  # (B, ..., K)
+        if self.kind == "conv":
+            kern = tf.gather(kernel, filters, axis=len(kernel.shape) - 2)
+            y = keras.ops.depthwise_conv(
+                d, kern, strides=self.layer.strides, padding=self.layer.padding,
+                data_format="channels_last", dilation_rate=self.layer.dilation_rate,
+            )  # (B, ..., K * O), channel k * O + o
+            y = tf.reshape(y, tf.concat([tf.shape(base)[:-1], [k, width]], 0))
+            y = tf.transpose(y, [rank - 1, *range(rank - 1), rank])
+        else:
+            d = tf.transpose(d, [rank - 1, *range(rank - 1)])  # (K, B, ...)
+            if self.kind == "dense":
+                w = tf.gather(kernel, filters)  # (K, O)
+                y = d[..., None] * tf.reshape(w, [-1] + [1] * (rank - 1) + [width])
+            else:  # flatten_dense: rows of the kernel at channel j's positions
+                w = tf.reshape(kernel, [-1, delta.shape[-1], width])
+                w = tf.transpose(tf.gather(w, filters, axis=1), [1, 0, 2])
+                y = tf.matmul(tf.reshape(d, [k, b, -1]), w)  # (K, B, O)
+        z = y + base[None]
+        z = tf.reshape(z, tf.concat([[k * b], tf.shape(base)[1:]], 0))
+        if self.activate and self.layer.activation is not None:
+            z = self.layer.activation(z)
+        return z
+
+
+def _mix_for(program: _Program, key: Hashable, data_format: str) -> _Mix | None:
+    """The incremental first mixing layer reading `key`, or None.
+
+    It must be the single consumer of `key` (or a channels-last `Flatten` that
+    is, followed by its single-consumer `Dense`), a plain `Conv2D` with
+    `groups=1` or `Dense` (not a subclass, not quantized, float compute as
+    stored), on channels-last tensors. Otherwise the swap is run through the
+    whole tail.
+    """
+    if data_format != "channels_last":
+        return None
+
+    def single_consumer(k: Hashable) -> _Step | None:
+        consumers = program.consumers.get(k, [])
+        if k == program.output or len(consumers) != 1:
+            return None
+        step = program.steps[consumers[0]]
+        if len(step.inputs) != 1 or len(step.outputs) != 1:
+            return None
+        return step
+
+    step = single_consumer(key)
+    if step is None:
+        return None
+    layer = step.layer
+    kind = None
+    if type(layer) is keras.layers.Flatten and layer.data_format == "channels_last":
+        step = single_consumer(step.outputs[0])
+        if step is not None and type(step.layer) is keras.layers.Dense:
+            layer, kind = step.layer, "flatten_dense"
+    elif type(layer) is keras.layers.Conv2D:
+        if layer.groups == 1 and layer.data_format == "channels_last":
+            kind = "conv"
+    elif type(layer) is keras.layers.Dense:
+        kind = "dense"
+    if kind is None or getattr(layer, "quantization_mode", None) is not None:
+        return None
+    if layer.compute_dtype != layer.variable_dtype:
+        return None
+    return _Mix(kind=kind, layer=layer, out_key=step.outputs[0],
+                activate=not step.linear_part)
 
 
 def _follow_chain(program: _Program, key: Hashable) -> Hashable:
@@ -1042,7 +1170,7 @@ def _prep(preprocess: Callable | None, x: np.ndarray) -> np.ndarray:
 def _head_fn(program: _Program, site: _Site) -> Callable:
     """tf.function: images -> (site tensor, [boundary tensors])."""
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def head(x):
         values = program.run({program.input: x}, site.head)
         return values[site.swap_key], [values[k] for k in site.boundary]
@@ -1050,26 +1178,49 @@ def _head_fn(program: _Program, site: _Site) -> Callable:
     return head
 
 
+def _prepare_fn(site: _Site) -> Callable:
+    """fn(clean, dist) -> the two tensors `_swap_fn` reads, once per chunk.
+
+    Without a mix: the clean and distorted site tensors. With one: the mixing
+    layer's output before its activation on the distorted tensor, and
+    `clean - dist`.
+    """
+    mix = site.mix
+    if mix is None:
+        return lambda clean, dist: (clean, dist)
+
+    @tf.function(reduce_retracing=True, autograph=False)
+    def prepare(clean, dist):
+        return mix.pre_activation(dist), clean - dist
+
+    return prepare
+
+
 def _swap_fn(program: _Program, site: _Site) -> Callable:
     """tf.function counting correct predictions for K stacked filter swaps.
 
     Copy `k` of the batch is the distorted site tensor with channel
-    `filters[k]` taken from the clean one; boundary tensors are the distorted
+    `filters[k]` taken from the clean one (with a mix: the mixing layer's
+    output for that swap, see `_Mix`); boundary tensors are the distorted
     ones, tiled. Returns the number of correct top-1 predictions per copy.
     """
 
-    @tf.function(reduce_retracing=True)
-    def swap_counts(clean, dist, boundary, labels, filters):
+    @tf.function(reduce_retracing=True, autograph=False)
+    def swap_counts(first, second, boundary, labels, filters):
         k = tf.shape(filters)[0]
-        b = tf.shape(dist)[0]
-        rank = len(dist.shape)
-        mask_shape = [1] * (rank + 1)
-        mask_shape[site.channel_axis % rank + 1] = site.channels
-        mask = tf.one_hot(filters, site.channels, on_value=True, off_value=False)
-        mask = tf.reshape(mask, tf.concat([[k], mask_shape[1:]], 0))
-        mixed = tf.where(mask, clean[None], dist[None])
-        mixed = tf.reshape(mixed, tf.concat([[k * b], tf.shape(dist)[1:]], 0))
-        values = {site.swap_key: mixed}
+        b = tf.shape(labels)[0]
+        if site.mix is not None:
+            values = {site.mix.out_key: site.mix.swapped(first, second, filters)}
+        else:
+            clean, dist = first, second
+            rank = len(dist.shape)
+            mask_shape = [1] * (rank + 1)
+            mask_shape[site.channel_axis % rank + 1] = site.channels
+            mask = tf.one_hot(filters, site.channels, on_value=True, off_value=False)
+            mask = tf.reshape(mask, tf.concat([[k], mask_shape[1:]], 0))
+            mixed = tf.where(mask, clean[None], dist[None])
+            mixed = tf.reshape(mixed, tf.concat([[k * b], tf.shape(dist)[1:]], 0))
+            values = {site.swap_key: mixed}
         for key, t in zip(site.boundary, boundary):
             values[key] = tf.tile(t, [k] + [1] * (len(t.shape) - 1))
         values = program.run(values, site.tail)
@@ -1081,7 +1232,7 @@ def _swap_fn(program: _Program, site: _Site) -> Callable:
 
 
 def _predict_fn(program: _Program) -> Callable:
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def correct(x, labels):
         out = program.run({program.input: x}, range(len(program.steps)))
         pred = tf.argmax(out[program.output], axis=-1, output_type=tf.int64)
@@ -1117,6 +1268,7 @@ def _swap_counts(
     passes.
     """
     head = _head_fn(program, site)
+    prepare = _prepare_fn(site)
     swap = _swap_fn(program, site)
     chunk = min(data.n, batch_size)
     per_call = max(1, batch_size // chunk)
@@ -1128,11 +1280,12 @@ def _swap_counts(
         for s in data.chunks(chunk):
             clean, _ = head(data.clean[s])
             dist, boundary = head(x_dist[s])
+            first, second = prepare(clean, dist)
             labels = tf.constant(data.labels[s])
             start = 0
             for group in groups:
                 tick = time.perf_counter()
-                got = swap(clean, dist, boundary, labels,
+                got = swap(first, second, boundary, labels,
                            tf.constant(group, dtype=tf.int32)).numpy()
                 if timing is not None:
                     timing["tail_seconds"] += time.perf_counter() - tick
@@ -1183,12 +1336,12 @@ def _approx_priorities(
     from_logits = not _outputs_are_probabilities(np.asarray(probe))
     want = set(keys)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def clean_sites(x):
         values = program.run({program.input: x}, clean_steps)
         return [values[k] for k in keys]
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def first_order(x, labels, clean):
         with tf.GradientTape() as tape:
             watched = {}
@@ -1362,7 +1515,7 @@ def rank(
     chosen = _choose_layers(model, layers)
 
     program = _Program(model, split=chosen if site == "pre_activation" else ())
-    sites = [_site_for(program, layer, site) for layer in chosen]
+    sites = [_site_for(program, layer, site, incremental=True) for layer in chosen]
     raw = images.astype(np.float32)
     data = _Data(
         clean=_prep(preprocess, raw), labels=labels, raw=raw, levels=levels,

@@ -181,6 +181,53 @@ def inverted_forward(L, x, tap):
     return L["dense"](L["gap"](out))
 
 
+def chain_layers(seed=7):
+    """A chain whose first mixing layers exercise the incremental path."""
+    keras.utils.set_random_seed(seed)
+    return {
+        "a": keras.layers.Conv2D(5, 3, padding="same", name="a"),
+        "a_bn": keras.layers.BatchNormalization(name="a_bn"),
+        "a_relu": keras.layers.ReLU(name="a_relu"),
+        # stride 2, 'valid' padding, a built-in activation
+        "m1": keras.layers.Conv2D(6, 3, strides=2, padding="valid",
+                                  activation="relu", name="m1"),
+        # dilation, no bias
+        "m2": keras.layers.Conv2D(7, 3, dilation_rate=2, padding="same",
+                                  use_bias=False, name="m2"),
+        "m2_relu": keras.layers.ReLU(name="m2_relu"),
+        # an even kernel, stride 2, 'same' padding on an odd size (asymmetric)
+        "m3": keras.layers.Conv2D(5, 2, strides=2, padding="same", name="m3"),
+        "m3_bn": keras.layers.BatchNormalization(name="m3_bn"),
+        "m3_relu": keras.layers.ReLU(name="m3_relu"),
+        "flatten": keras.layers.Flatten(name="flatten"),
+        "dense": keras.layers.Dense(4, activation="softmax", name="probs"),
+    }
+
+
+def chain_model(L, images):
+    x = inputs = keras.Input((12, 12, 3))
+    x = L["a_relu"](L["a_bn"](L["a"](x)))
+    x = L["m2_relu"](L["m2"](L["m1"](x)))
+    x = L["m3_relu"](L["m3_bn"](L["m3"](x)))
+    model = keras.Model(inputs, L["dense"](L["flatten"](x)), name="chain")
+    randomise_batch_norm(model.layers, 8)
+    calibrate_head(model, images)
+    return model
+
+
+def chain_forward(L, x, tap):
+    h = tap("a", "pre_activation", L["a"](x))
+    h = tap("a", "post_activation", L["a_relu"](L["a_bn"](h, training=False)))
+    m1 = L["m1"]
+    h = tap("m1", "pre_activation", tf.nn.conv2d(h, m1.kernel, 2, "VALID") + m1.bias)
+    h = tap("m1", "post_activation", tf.nn.relu(h))
+    h = tap("m2", "pre_activation", L["m2"](h))
+    h = tap("m2", "post_activation", L["m2_relu"](h))
+    h = tap("m3", "pre_activation", L["m3"](h))
+    h = tap("m3", "post_activation", L["m3_relu"](L["m3_bn"](h, training=False)))
+    return L["dense"](L["flatten"](h))
+
+
 def brute_force(forward, L, images, labels, layer, site, score="gain"):
     """Algorithm 1 as a naive loop: one full forward pass per filter swap."""
     clean_x = tf.constant(scale(images.astype(np.float32)))
@@ -297,6 +344,57 @@ def test_inverted_residual_matches_brute_force(images, layer, site):
     expected = brute_force(inverted_forward, L, images, labels, layer, site)
     assert np.abs(expected).max() > 0
     np.testing.assert_allclose(result.priorities[layer], expected, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def chain(images):
+    L = chain_layers()
+    model = chain_model(L, images)
+    return model, L, own_labels(model, images)
+
+
+@pytest.mark.parametrize("site", ["pre_activation", "post_activation"])
+def test_incremental_mixing_layer_matches_brute_force(images, chain, site):
+    """Conv mixes with stride 2 + 'valid' padding + built-in activation, with
+    dilation and no bias, with an even kernel and asymmetric 'same' padding,
+    and Flatten + Dense; ranked together, so `m1` (the mixing layer of `a`)
+    is itself split into its linear part and activation."""
+    model, L, labels = chain
+    layers = ["a", "m1", "m2", "m3"]
+    result = run_rank(model, images, labels, layers=layers, site=site,
+                      batch_size=60)
+    for layer in layers:
+        expected = brute_force(chain_forward, L, images, labels, layer, site)
+        assert np.abs(expected).max() > 0, layer
+        np.testing.assert_allclose(result.priorities[layer], expected, atol=1e-12,
+                                   err_msg=layer)
+
+
+def mix_of(model, layer, site="pre_activation", split=()):
+    program = ranking_module._Program(
+        model, split=[model.get_layer(n) for n in split])
+    target = model.get_layer(layer)
+    assert ranking_module._site_for(program, target, site).mix is None
+    mix = ranking_module._site_for(program, target, site, incremental=True).mix
+    return None if mix is None else (mix.kind, mix.layer.name, mix.activate)
+
+
+def test_incremental_path_is_taken_where_it_applies(images, chain, residual):
+    """The brute-force tests above go through the incremental path (not the
+    fallback) exactly where the first mixing layer is a single-consumer
+    Conv2D/Dense."""
+    model = chain[0]
+    assert mix_of(model, "a") == ("conv", "m1", True)
+    assert mix_of(model, "a", split=["m1"]) == ("conv", "m1", False)
+    assert mix_of(model, "m1", split=["m1"]) == ("conv", "m2", True)
+    assert mix_of(model, "m2") == ("conv", "m3", True)
+    assert mix_of(model, "m3") == ("flatten_dense", "probs", True)
+    inverted = inverted_model(inverted_layers(), images)
+    assert mix_of(inverted, "expand") == ("conv", "project", True)
+    assert mix_of(inverted, "dw", "post_activation") == ("conv", "project", True)
+    assert mix_of(inverted, "stem") is None  # feeds the residual add too
+    assert mix_of(residual[0], "c2") is None  # a branch point
+    assert mix_of(residual[0], "ca") is None  # an Add follows
 
 
 def test_swap_is_pushed_past_per_channel_layers(images, plain, residual):
