@@ -8,12 +8,19 @@ images and distortion levels, in one run:
   NumPy and run the rest of the network on it with `Model.predict`, one filter
   per pass. A second naive variant replaces `predict` by a direct call of a
   compiled tail (`tf.function`), to separate Keras overhead from batching.
-* batched: `deepcorrect.rank`, which stacks many filter swaps in one pass.
+* batched: `deepcorrect.rank`, which stacks many filter swaps in one pass,
+  runs the per-channel layers after the ranked layer once per image, and the
+  first channel-mixing layer incrementally (its output on the distorted
+  activations once per image, plus one input channel's contribution per swap).
 
-The priorities must be identical (the script fails otherwise). It prints one
-JSON object: filters per second of each method, the speed-ups, the achieved
-GFLOP/s of the tail passes (multiply-adds of the convolutions and dense layers
-after the ranked layer, counted as 2 FLOPs, divided by the time spent in the
+The priorities must be identical (the script fails otherwise). The three
+methods run `--repeats` times, interleaved (the order rotates each round), so
+that load from other processes on a shared machine hits all of them; the
+report gives each method's best (minimum) time and the speed-ups between the
+best times, plus the range of the per-round speed-ups. It prints one JSON
+object: filters per second of each method, the speed-ups, the achieved GFLOP/s
+of the tail passes (multiply-adds of the convolutions and dense layers each
+method runs per swap, counted as 2 FLOPs, divided by the time spent in the
 tail passes), and the time and Spearman correlation (with the exact ranking)
 of the approximate first-order method on the same layer and images.
 
@@ -25,7 +32,7 @@ Usage:
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/bench_rank.py
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/bench_rank.py \\
-        --images 200 --layer conv2 --levels 1.0 2.0 --batch-size 800
+        --images 200 --layer conv2 --levels 1.0 2.0 --batch-size 800 --repeats 3
 """
 
 from __future__ import annotations
@@ -108,18 +115,34 @@ def tail_layers(model: keras.Model, layer_name: str) -> list[keras.layers.Layer]
     return layers[names.index(layer_name) + 1:]
 
 
+def layer_flops(layer: keras.layers.Layer) -> int:
+    """FLOPs per image of one conv or dense layer (0 for other layers)."""
+    if isinstance(layer, keras.layers.Conv2D):
+        _, h, w, c_out = layer.output.shape
+        kh, kw, c_in, _ = layer.kernel.shape
+        return 2 * h * w * kh * kw * c_in * c_out
+    if isinstance(layer, keras.layers.Dense):
+        c_in, c_out = layer.kernel.shape
+        return 2 * c_in * c_out
+    return 0
+
+
 def tail_flops(model: keras.Model, layer_name: str) -> int:
     """FLOPs per image of the convolutions and dense layers after the site."""
-    total = 0
-    for layer in tail_layers(model, layer_name):
-        if isinstance(layer, keras.layers.Conv2D):
-            _, h, w, c_out = layer.output.shape
-            kh, kw, c_in, _ = layer.kernel.shape
-            total += 2 * h * w * kh * kw * c_in * c_out
-        elif isinstance(layer, keras.layers.Dense):
-            c_in, c_out = layer.kernel.shape
-            total += 2 * c_in * c_out
-    return int(total)
+    return int(sum(layer_flops(layer) for layer in tail_layers(model, layer_name)))
+
+
+def batched_tail_flops(model: keras.Model, layer_name: str) -> int:
+    """FLOPs per swapped image of the batched tail passes.
+
+    The first conv or dense layer after the site only adds the contribution
+    of one input channel (its FLOPs over its input channels); the layers after
+    it run in full.
+    """
+    layers = [t for t in tail_layers(model, layer_name) if layer_flops(t)]
+    mixing, rest = layers[0], layers[1:]
+    c_in = mixing.kernel.shape[-2]
+    return int(layer_flops(mixing) // c_in + sum(layer_flops(t) for t in rest))
 
 
 def naive_priorities(model, layer_name, images, labels, distortion, levels,
@@ -181,6 +204,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-images", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved rounds of all methods (default 3)")
     parser.add_argument("--no-naive", action="store_true",
                         help="skip the naive loops (only batched and approx)")
     args = parser.parse_args(argv)
@@ -204,25 +229,49 @@ def main(argv=None) -> int:
     distortion = make_distortion(args.distortion)
     common = dict(layers=[args.layer], batch_size=args.batch_size,
                   preprocess=scale, progress=False)
-    batched, t_batched = timed(lambda: rank(
-        model, images, labels, distortion, args.levels, **common))
+    results = {}
+
+    def run_batched(timing):
+        ranking = rank(model, images, labels, distortion, args.levels, **common)
+        timing["tail_seconds"] = ranking.extra["timing"][args.layer]["tail_seconds"]
+        results["batched"] = ranking
+        return ranking.priorities[args.layer]
+
+    def run_naive(use_predict):
+        return lambda timing: naive_priorities(
+            model, args.layer, images, labels, distortion, args.levels,
+            use_predict, timing)
+
+    methods = {"batched": run_batched}
+    if not args.no_naive:
+        methods.update(naive_predict=run_naive(True),
+                       naive_direct_call=run_naive(False))
+    names = list(methods)
+    seconds = {name: [] for name in names}
+    tail_seconds = {name: [] for name in names}
+    for round_index in range(args.repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            timing = {}
+            values, elapsed = timed(lambda: methods[name](timing))
+            seconds[name].append(elapsed)
+            tail_seconds[name].append(timing["tail_seconds"])
+            if name != "batched":
+                np.testing.assert_allclose(
+                    results["batched"].priorities[args.layer], values,
+                    rtol=0, atol=1e-12)
+    batched = results["batched"]
     approx, t_approx = timed(lambda: rank(
         model, images, labels, distortion, args.levels, method="approx", **common))
     ours = batched.priorities[args.layer]
-    tail_seconds = {"batched": batched.extra["timing"][args.layer]["tail_seconds"]}
-    seconds = {"batched": t_batched}
-    if not args.no_naive:
-        for name, use_predict in (("naive_predict", True), ("naive_direct_call", False)):
-            timing = {}
-            naive, seconds[name] = timed(lambda: naive_priorities(
-                model, args.layer, images, labels, distortion, args.levels,
-                use_predict, timing))
-            np.testing.assert_allclose(ours, naive, rtol=0, atol=1e-12)
-            tail_seconds[name] = timing["tail_seconds"]
 
     n_filters = ours.size
     swaps = n_filters * len(args.levels)
-    flops = tail_flops(model, args.layer) * args.images * swaps
+    flops = {name: tail_flops(model, args.layer) * args.images * swaps
+             for name in names}
+    flops["batched"] = batched_tail_flops(model, args.layer) * args.images * swaps
+    best = {k: min(v) for k, v in seconds.items()}
+    best_tail = {k: min(v) for k, v in tail_seconds.items()}
     report = {
         "model": f"{model.name} (trained {args.epochs} epochs on {args.train_images} "
                  f"CIFAR-10 train images, seed {args.seed})",
@@ -236,23 +285,29 @@ def main(argv=None) -> int:
         "priorities_identical": None if args.no_naive else True,
         "nonzero_priorities": int(np.count_nonzero(ours)),
         "batch_size": args.batch_size,
-        "tail_gflop_total": round(flops / 1e9, 3),
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
-        "filters_per_second": {k: round(swaps / v, 2) for k, v in seconds.items()},
+        "repeats": args.repeats,
+        "tail_gflop_total": {k: round(v / 1e9, 3) for k, v in flops.items()},
+        "seconds_best": {k: round(v, 3) for k, v in best.items()},
+        "seconds_all": {k: [round(t, 3) for t in v] for k, v in seconds.items()},
+        "filters_per_second": {k: round(swaps / v, 2) for k, v in best.items()},
         "approx": {"seconds": round(t_approx, 3),
                    "spearman_vs_exact": round(spearman(batched, approx, args.layer), 3)},
-        **{f"speedup_vs_{k}": round(v / t_batched, 2)
+        **{f"speedup_vs_{k}": round(v / best["batched"], 2)
+           for k, v in best.items() if k != "batched"},
+        **{f"speedup_vs_{k}_per_round": [
+            round(a / b, 2) for a, b in zip(v, seconds["batched"])]
            for k, v in seconds.items() if k != "batched"},
-        "tail_seconds": {k: round(v, 3) for k, v in tail_seconds.items()},
+        "tail_seconds_best": {k: round(v, 3) for k, v in best_tail.items()},
         "tail_gflops_per_second": {
-            k: round(flops / 1e9 / v, 2) for k, v in tail_seconds.items()},
+            k: round(flops[k] / 1e9 / v, 2) for k, v in best_tail.items()},
         "note": "filters per second count one filter at one level over all images; "
                 "seconds are end to end (activations, baselines and tracing "
-                "included); tail_seconds only the tail passes (with the first "
-                "call's tracing)",
+                "included) and the best of the rounds; tail_seconds only the tail "
+                "passes (with the first call's tracing)",
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(),
                  "tensorflow": tf.__version__, "keras": keras.__version__,
-                 "devices": [d.device_type for d in tf.config.list_logical_devices()]},
+                 "devices": [d.device_type for d in tf.config.list_logical_devices()],
+                 "load_average_at_end": [round(v, 2) for v in os.getloadavg()]},
     }
     print(json.dumps(report, indent=1))
     return 0
