@@ -88,7 +88,7 @@ def load_keras_file(path: str | os.PathLike, flag: str = "--model", compile: boo
                        f"{p}") from None
 
 
-def load_model_spec(name: str, weights: str | None = None):
+def load_model_spec(name: str, weights: str | None = None, flag: str = "--model"):
     """Loads a classifier for the command lines.
 
     Args:
@@ -96,6 +96,7 @@ def load_model_spec(name: str, weights: str | None = None):
             "MobileNetV2" (optionally "MobileNet:0.5:160" for alpha and size).
         weights: For an application: a weights file (offline), "imagenet"
             (download), or None for "imagenet".
+        flag: The option that named the model, for error messages.
 
     Returns:
         `(label, spec, input_size)` where `spec` is `(model, preprocess)`.
@@ -110,12 +111,12 @@ def load_model_spec(name: str, weights: str | None = None):
 
     p = Path(name)
     if p.suffix == ".keras":
-        model = load_keras_file(p)
+        model = load_keras_file(p, flag)
         size = model.input_shape[1]
         return p.stem, (model, None), size
     app, *extra = name.split(":")
     if app not in data.APPLICATIONS:
-        raise CLIError(f"--model must be a .keras file or one of {sorted(data.APPLICATIONS)}. "
+        raise CLIError(f"{flag} must be a .keras file or one of {sorted(data.APPLICATIONS)}. "
                        f"Received: {name}")
     kwargs = {}
     size = data.APPLICATIONS[app][1]

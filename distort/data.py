@@ -365,10 +365,11 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     [0, 1, 2]
     """
     path = _existing(path)
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+            raise ValueError(f"not a readable .npz file (no zip header): {path}")
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            if not hasattr(arrays, "files"):
-                raise ValueError("a single .npy array, not an .npz archive")
             return {key: arrays[key] for key in arrays.files}
     except ValueError as e:  # object arrays need pickle, which is never enabled
         raise ValueError(f"cannot read {path} without pickle ({e})") from None

@@ -88,7 +88,7 @@ def _load_classifiers(args) -> list[tuple[str, Any, Any]]:
     modes = _per_item(args.preprocessing, len(specs), "--preprocessing")
     loaded = []
     for spec, weight, mode in zip(specs, weights, modes):
-        name, (model, preprocess), _ = load_model_spec(spec, weight)
+        name, (model, preprocess), _ = load_model_spec(spec, weight, "--classifier")
         loaded.append((name, model, mode if mode is not None else preprocess))
     return loaded
 
@@ -179,7 +179,6 @@ def run_train(args) -> None:
         mode=args.mode,
         head_layers=args.head_layers,
     )
-    out.mkdir(parents=True, exist_ok=True)
     history = qrnet.train(
         trainer,
         images[: len(images) - n_val],

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from distort.preprocessing import MODES, ImagePreprocessing
@@ -255,11 +256,18 @@ def qrnet_graph(images, base_width: int, depth: int, small: bool, dropout: float
     return layers.Rescaling(255.0, name="scale_out")(x)
 
 
+MAX_DEPTH = 8  # 2**8 = 256: deeper stages pool photos below one pixel and double filters 8 times
+
+
 def _validate(base_width, depth, dropout, input_shape) -> None:
-    if int(base_width) != base_width or base_width < 1:
-        raise ValueError(f"base_width must be an integer >= 1. Received: base_width={base_width}")
-    if int(depth) != depth or depth < 1:
-        raise ValueError(f"depth must be an integer >= 1. Received: depth={depth}")
+    for argument, value, high in (("base_width", base_width, None), ("depth", depth, MAX_DEPTH)):
+        allowed = "an integer >= 1" if high is None else f"an integer in [1, {high}]"
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{argument} must be {allowed}. Received: {argument}={value!r}")
+        if value < 1 or (high is not None and value > high):
+            raise ValueError(f"{argument} must be {allowed}. Received: {argument}={value!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.number)):
+        raise TypeError(f"dropout must be a number in [0, 1). Received: dropout={dropout!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout}")
     if len(input_shape) != 3 or input_shape[-1] is None:

@@ -98,9 +98,12 @@ def _preprocessing_fn(preprocessing: Preprocessing) -> Callable[[Any], Any]:
     if preprocessing is None:
         return lambda images: images
     if isinstance(preprocessing, str):
-        return ImagePreprocessing(preprocessing)
+        try:
+            return ImagePreprocessing(preprocessing)
+        except ValueError as e:
+            raise ValueError(f"preprocessing: {e}") from None
     if not callable(preprocessing):
-        raise ValueError(
+        raise TypeError(
             "preprocessing must be None, a mode name, a layer or a function. "
             f"Received: preprocessing={preprocessing!r}"
         )
@@ -225,8 +228,8 @@ class QualityRecoveryTrainer(keras.Model):
         default = 0.0 if mode == "recnet" else DEFAULT_TRAINING["lambda"]
         lambdas = _as_list(default if lambdas is None else lambdas, len(specs), "lambdas")
         weights = [float(l if s.weight is None else s.weight) for s, l in zip(specs, lambdas)]
-        if any(w < 0 for w in weights):
-            raise ValueError(f"lambdas must be >= 0. Received: lambdas={weights}")
+        if any(not np.isfinite(w) or w < 0 for w in weights):
+            raise ValueError(f"lambdas must be finite numbers >= 0. Received: lambdas={weights}")
         if pixel_scale <= 0:
             raise ValueError(f"pixel_scale must be > 0. Received: pixel_scale={pixel_scale}")
 
@@ -410,6 +413,16 @@ def resolve_distortions(
     choices = [(str(name), float(level)) for name, levels in pairs for level in levels]
     if not choices:
         raise ValueError(f"distortions must name at least one level. Received: {distortions}")
+    # Check names and levels now, not inside tf.data: a custom apply_fn may add names.
+    from distort import registry
+    from distort._checks import check_level
+
+    for name, level in choices:
+        if name in registry.names():
+            check_level(f"distortions[{name!r}]", level, *registry.level_range(name))
+        elif apply_fn is None:
+            raise ValueError(f"distortions names an unknown distortion {name!r}. Allowed "
+                             f"values: {registry.names()}")
     apply_fn = apply_fn or _distort_apply()
 
     def distort_fn(images, seed):
@@ -427,6 +440,33 @@ def resolve_distortions(
         return tf.ensure_shape(out, images.shape)
 
     return distort_fn
+
+
+def _check_images(images, restorer: keras.Model | None = None, labels=None,
+                  single_ok: bool = True) -> np.ndarray:
+    """Returns `images` as an array (dtype kept) after checking its shape and values.
+
+    Raises:
+        TypeError: For images that are not numbers.
+        ValueError: For a rank other than 3 or 4 (4 unless `single_ok`), a channel count other than the
+            restorer's input, non-finite pixels, or labels of another length.
+    """
+    array = np.asarray(images)
+    if not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"images must be numbers on 0..255. Received dtype: {array.dtype}")
+    if array.ndim not in ((3, 4) if single_ok else (4,)):
+        shapes = "(n, h, w, c) or (h, w, c)" if single_ok else "(n, h, w, c)"
+        raise ValueError(f"images must have shape {shapes}. Received: {array.shape}")
+    channels = None if restorer is None else restorer.input_shape[-1]
+    if channels is not None and array.shape[-1] != channels:
+        raise ValueError(f"images must have {channels} channels (the restorer's input). "
+                         f"Received shape: {array.shape}")
+    if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+        raise ValueError("images must be finite (no NaN or inf pixels)")
+    if labels is not None and len(labels) != len(array):
+        raise ValueError(f"images and labels must have the same length. "
+                         f"Received: {len(array)} images and {len(labels)} labels")
+    return array
 
 
 def _check_batch_size(batch_size: int, even: bool) -> None:
@@ -734,8 +774,12 @@ def train(
     for argument, value, low in (("epochs", epochs, 1), ("pretrain_epochs", pretrain_epochs, 0)):
         if int(value) != value or value < low:
             raise ValueError(f"{argument} must be an integer >= {low}. Received: {argument}={value}")
-    if learning_rate <= 0:
+    _check_batch_size(batch_size, even=True)
+    if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0. Received: learning_rate={learning_rate}")
+    if patience is not None and (int(patience) != patience or patience < 0):
+        raise ValueError(f"patience must be an integer >= 0 or None. Received: patience={patience}")
+    images = _check_images(images, trainer.restorer, labels, single_ok=False)
     if getattr(trainer, "optimizer", None) is None:
         trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
     keras.utils.set_random_seed(seed)
@@ -816,12 +860,10 @@ def restore(restorer: keras.Model, images, batch_size: int = 32) -> np.ndarray:
     (17, 23, 3)
     """
     _check_batch_size(batch_size, even=False)
-    images = np.asarray(images, dtype="float32")
+    images = _check_images(images, restorer).astype("float32", copy=False)
     single = images.ndim == 3
     if single:
         images = images[None]
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (n, h, w, c) or (h, w, c). Received: {images.shape}")
     if len(images) == 0:
         return images.copy()
     restored = np.asarray(restorer.predict(images, batch_size=batch_size, verbose=0), "float32")

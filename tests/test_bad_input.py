@@ -2,12 +2,12 @@
 
 Three tables:
 
-- `API_CASES`: the Python API (`distort`, `deepcorrect`) raises `ValueError` or
-  `TypeError` naming the argument and the allowed values.
-- `CLI_CASES`: `distort.cli.main` and `deepcorrect.cli.main`, run in-process,
-  print exactly one stderr line starting with "error:" and return 2, without a
-  traceback; `USAGE_CASES`: argparse's usage error for a missing or invalid
-  flag (exit 2).
+- `API_CASES`: the Python API (`distort`, `deepcorrect`, `qrnet`) raises
+  `ValueError` or `TypeError` naming the argument and the allowed values.
+- `CLI_CASES`: `distort.cli.main`, `deepcorrect.cli.main` and `qrnet.cli.main`,
+  run in-process, print exactly one stderr line starting with "error:" and exit
+  with status 2, without a traceback and without leaving a file; `USAGE_CASES`:
+  argparse's usage error for a missing or invalid flag (exit 2).
 - `test_command_lines_in_fresh_processes`: the three `python -m` entry points in
   real subprocesses (one each, run concurrently), so the one-line contract is
   checked on the actual process stderr and exit status.
@@ -39,9 +39,12 @@ from PIL import Image
 
 import deepcorrect
 import distort
+import qrnet
 from deepcorrect import cli as deepcorrect_cli
 from distort import cli as distort_cli
 from distort import codecs, data, pipeline, presets
+from qrnet import cli as qrnet_cli
+from qrnet import training as qrnet_training
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 16
@@ -86,6 +89,7 @@ class Env:
     images: np.ndarray
     labels: np.ndarray
     serving: Any  # the loaded SavedModel
+    restorer: keras.Model  # a small QRNet
 
     def path(self, name: str) -> str:
         return os.fspath(self.root / name)
@@ -123,9 +127,22 @@ def env(tmp_path_factory) -> Env:
     images = rng.integers(0, 256, [4, SIZE, SIZE, 3], dtype=np.uint8)
     labels = np.arange(4) % 5
     np.savez(root / "data.npz", x_train=images, y_train=labels, x_test=images, y_test=labels)
+    np.savez(root / "pickled.npz", x_train=np.array([{"a": 1}], dtype=object), y_train=labels[:1])
+    np.savez(root / "rgba.npz", x=rng.integers(0, 256, [2, SIZE, SIZE, 4], dtype=np.uint8))
+    np.savez(root / "rank2.npz", x=images[0, ..., 0])
+    np.savez(root / "nolabels.npz", x=images)
+    np.savez(root / "exists.npz", x=images)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    keras.Model(inputs, keras.layers.Lambda(lambda t: t / 255.0)(inputs)).save(root / "lambda.keras")
     serving = tf.saved_model.load(
         deepcorrect.export(model, root / "serving", preprocess="unit"))
-    return Env(root, model, other, mlp, ranking, images, labels, serving)
+    keras.utils.set_random_seed(0)
+    restorer = qrnet.build_qrnet(base_width=4, depth=2)
+    restorer.save(root / "restorer.keras")
+    (root / "done").mkdir()
+    (root / "done" / "restorer.keras").write_bytes(b"a finished run")
+    (root / "exported" / "restorer").mkdir(parents=True)
+    return Env(root, model, other, mlp, ranking, images, labels, serving, restorer)
 
 
 # ---------------------------------------------------------------------------
@@ -161,6 +178,14 @@ def _without_glymur(env: Env):
 
 def _serve(env: Env, images) -> Any:
     return env.serving.signatures["serving_default"](images=images)
+
+
+def _train_restorer(env: Env, images=None, labels=None, distortions=None, **kwargs):
+    trainer = qrnet.QualityRecoveryTrainer(env.restorer, mode="recnet")
+    images = env.images if images is None else images
+    return qrnet.train(trainer, images, env.labels if labels is None else labels,
+                       distortions or {"awgn": [10.0]}, batch_size=4, verbose=0,
+                       **{"epochs": 1, **kwargs})
 
 
 API_CASES = [
@@ -308,6 +333,81 @@ API_CASES = [
          json.JSONDecodeError, "Expecting value"),  # a ValueError subclass
     Case("JSON that is no ranking", lambda e: deepcorrect.Ranking.load(e.path("untagged.json")),
          ValueError, "Not a deepcorrect ranking (missing format tag)"),
+    # qrnet: the restorer, the trainer, restoring
+    Case("QRNet base width 0", lambda e: qrnet.build_qrnet(base_width=0),
+         ValueError, "base_width must be an integer >= 1. Received: base_width=0"),
+    Case("QRNet base width given as text", lambda e: qrnet.build_qrnet(base_width="8"),
+         TypeError, "base_width must be an integer >= 1. Received: base_width='8'"),
+    Case("QRNet depth 0", lambda e: qrnet.build_qrnet(depth=0),
+         ValueError, "depth must be an integer in [1, 8]. Received: depth=0"),
+    Case("QRNet depth 40", lambda e: qrnet.build_qrnet(base_width=1, depth=40),
+         ValueError, "depth must be an integer in [1, 8]. Received: depth=40"),
+    Case("QRNet depth 2.5", lambda e: qrnet.build_qrnet(depth=2.5),
+         TypeError, "depth must be an integer in [1, 8]. Received: depth=2.5"),
+    Case("QRNet dropout 1", lambda e: qrnet.build_qrnet(dropout=1.0),
+         ValueError, "dropout must be in [0, 1). Received: dropout=1.0"),
+    Case("unknown QRNet preset", lambda e: qrnet.qrnet_from_preset("huge"),
+         ValueError, "preset must be one of ['qrnet_cpu', 'qrnet_paper', 'qrnet_small_paper', 'qrnet_tiny']"),
+    Case("negative lambda", lambda e: qrnet.QualityRecoveryTrainer(e.restorer, e.model, lambdas=-0.1),
+         ValueError, "lambdas must be finite numbers >= 0. Received: lambdas=[-0.1]"),
+    Case("NaN lambda", lambda e: qrnet.QualityRecoveryTrainer(e.restorer, e.model, lambdas=float("nan")),
+         ValueError, "lambdas must be finite numbers >= 0. Received: lambdas=[nan]"),
+    Case("one lambda for two classifiers", lambda e: qrnet.QualityRecoveryTrainer(
+        e.restorer, [e.model, e.other], lambdas=[0.1]),
+         ValueError, "lambdas must have one entry per classifier (2). Received: lambdas=[0.1]"),
+    Case("unknown mode", lambda e: qrnet.QualityRecoveryTrainer(e.restorer, e.model, mode="fancy"),
+         ValueError, "mode must be one of ('recnet', 'qrnet', 'mqrnet', 'end_to_end'). Received: mode='fancy'"),
+    Case("mode qrnet with two classifiers", lambda e: qrnet.QualityRecoveryTrainer(
+        e.restorer, [e.model, e.other], mode="qrnet"),
+         ValueError, "mode 'qrnet' needs exactly 1 classifier. Received: 2"),
+    Case("mode recnet with a lambda", lambda e: qrnet.QualityRecoveryTrainer(
+        e.restorer, e.model, mode="recnet", lambdas=0.1),
+         ValueError, "lambdas must be 0 in mode 'recnet'. Received: lambdas=[0.1]"),
+    Case("unknown classifier preprocessing", lambda e: qrnet.QualityRecoveryTrainer(
+        e.restorer, e.model, preprocessing="zscore"),
+         ValueError, "preprocessing: mode must be one of ['caffe', 'none', 'raw', 'symmetric', 'tf', 'torch', 'unit']"),
+    Case("classifier preprocessing given as a number", lambda e: qrnet.QualityRecoveryTrainer(
+        e.restorer, e.model, preprocessing=3),
+         TypeError, "preprocessing must be None, a mode name, a layer or a function. Received: preprocessing=3"),
+    Case("end_to_end with more head layers than Dense layers", lambda e: qrnet.QualityRecoveryTrainer(
+        e.restorer, e.model, mode="end_to_end", head_layers=2),
+         ValueError, "head_layers must be between 1 and the number of Dense layers of 'tiny' (1). Received: head_layers=2"),
+    Case("unknown distortion for QRNet", lambda e: qrnet.resolve_distortions({"blurr": [1.0]}),
+         ValueError, "distortions names an unknown distortion 'blurr'. Allowed values: ['awgn', 'camera_shake'"),
+    Case("negative distortion level for QRNet", lambda e: qrnet.resolve_distortions({"awgn": [10.0, -5.0]}),
+         ValueError, "distortions['awgn'] must be a finite number >= 0.0. Received: distortions['awgn']=-5.0"),
+    Case("no distortion level for QRNet", lambda e: qrnet.resolve_distortions({"awgn": []}),
+         ValueError, "distortions must name at least one level. Received: {'awgn': []}"),
+    Case("odd QRNet batch size", lambda e: qrnet.paired_batches(e.images, e.labels, {"awgn": [10.0]}, batch_size=3),
+         ValueError, "batch_size must be an even integer >= 2. Received: batch_size=3"),
+    Case("QRNet training for 0 epochs", lambda e: _train_restorer(e, epochs=0),
+         ValueError, "epochs must be an integer >= 1. Received: epochs=0"),
+    Case("QRNet learning rate 0", lambda e: _train_restorer(e, learning_rate=0.0),
+         ValueError, "learning_rate must be > 0. Received: learning_rate=0.0"),
+    Case("QRNet patience -1", lambda e: _train_restorer(e, patience=-1),
+         ValueError, "patience must be an integer >= 0 or None. Received: patience=-1"),
+    Case("QRNet labels of another length", lambda e: _train_restorer(e, labels=e.labels[:3]),
+         ValueError, "images and labels must have the same length. Received: 4 images and 3 labels"),
+    Case("QRNet training on gray images", lambda e: _train_restorer(e, images=e.images[..., :1]),
+         ValueError, "images must have 3 channels (the restorer's input). Received shape: (4, 16, 16, 1)"),
+    Case("QRNet training on one image", lambda e: _train_restorer(e, images=e.images[0]),
+         ValueError, "images must have shape (n, h, w, c). Received: (16, 16, 3)"),
+    Case("unknown checkpoint phase", lambda e: qrnet.TrainingCheckpoint(e.path("ck"), phase="warmup"),
+         ValueError, "phase must be one of ('pretrain', 'main'). Received: phase='warmup'"),
+    Case("restore a rank-2 array", lambda e: qrnet.restore(e.restorer, np.zeros([4, 4])),
+         ValueError, "images must have shape (n, h, w, c) or (h, w, c). Received: (4, 4)"),
+    Case("restore RGBA images", lambda e: qrnet.restore(e.restorer, np.zeros([1, SIZE, SIZE, 4])),
+         ValueError, "images must have 3 channels (the restorer's input). Received shape: (1, 16, 16, 4)"),
+    Case("restore a NaN pixel", lambda e: qrnet.restore(e.restorer, _with_value(np.nan)),
+         ValueError, "images must be finite (no NaN or inf pixels)"),
+    Case("restore text", lambda e: qrnet.restore(e.restorer, np.array([["a"]])),
+         TypeError, "images must be numbers on 0..255. Received dtype: <U1"),
+    Case("restore with batch size 0", lambda e: qrnet.restore(e.restorer, F32, batch_size=0),
+         ValueError, "batch_size must be an integer >= 1. Received: batch_size=0"),
+    Case("pickled .npz", lambda e: data.read_npz(e.path("pickled.npz")),
+         ValueError, "pickled.npz without pickle (Object arrays cannot be loaded when allow_pickle=False)"),
+    Case("text file as .npz", lambda e: data.read_npz(e.path("notes.txt.jpg")),
+         ValueError, "not a readable .npz file (no zip header)"),
     # serving
     Case("SavedModel given float32", lambda e: _serve(e, tf.zeros([1, SIZE, SIZE, 3])),
          tf.errors.InvalidArgumentError, "was expected to be a uint8 tensor but is a float tensor"),
@@ -316,6 +416,11 @@ API_CASES = [
     Case("SavedModel given one image without a batch axis",
          lambda e: _serve(e, tf.zeros([SIZE, SIZE, 3], tf.uint8)),
          tf.errors.InvalidArgumentError, f"images must be uint8 [N, {SIZE}, {SIZE}, 3]; got shape"),
+    Case("SavedModel given 4 channels", lambda e: _serve(e, tf.zeros([1, SIZE, SIZE, 4], tf.uint8)),
+         tf.errors.InvalidArgumentError, f"images must be uint8 [N, {SIZE}, {SIZE}, 3]; got shape"),
+    Case("SavedModel bytes signature given pixels", lambda e: e.serving.signatures["serving_bytes"](
+        image_bytes=tf.zeros([1, SIZE, SIZE, 3], tf.uint8)),
+         tf.errors.InvalidArgumentError, "was expected to be a string tensor but is a uint8 tensor"),
     Case("SavedModel given undecodable bytes", lambda e: e.serving.signatures["serving_bytes"](
         image_bytes=tf.constant([b"not an image"])),
          tf.errors.InvalidArgumentError, "Unknown image file format"),
@@ -347,7 +452,17 @@ def _apply(*args: str) -> list[str]:
     return ["apply", *args]
 
 
-D, C = distort_cli.main, deepcorrect_cli.main
+def _qtrain(*args: str, data: str = "data.npz", out: str = "q") -> list[str]:
+    return ["train", "--data", data, "--preset", "qrnet_tiny", "--distortion", "awgn=10",
+            "--epochs", "1", "--batch-size", "4", "--verbose", "0", *args, "--out", out]
+
+
+def _qrestore(inputs: str, *args: str, model: str = "restorer.keras",
+              output: str = "restored.npz") -> list[str]:
+    return ["restore", "--model", model, "--input", inputs, "--output", output, *args]
+
+
+D, C, Q = distort_cli.main, deepcorrect_cli.main, qrnet_cli.main
 PHOTO, MODEL, RANKING = "photo.png", "model.keras", "ranking.json"
 
 CLI_CASES = [
@@ -429,6 +544,73 @@ CLI_CASES = [
     CliCase("export: unknown preprocessing", C, ["export", "--model", MODEL, "--preprocess", "zscore",
                                                  "--out", "srv"],
             "error: preprocess must be None, a function, or one of"),
+    CliCase("wrap: model with a Lambda layer", C,
+            ["wrap", "--model", "lambda.keras", "--ranking", RANKING, "--out", "w.keras"],
+            "error: --model is not a loadable .keras model ("),
+    CliCase("rank: pickled .npz", C, ["rank", "--model", MODEL, "--data", "pickled.npz",
+                                      "--distortion", "awgn", "--out", "r.json"],
+            "error: cannot read pickled.npz without pickle"),
+    # qrnet
+    CliCase("qrnet train: base width 0", Q, _qtrain("--base-width", "0"),
+            "error: base_width must be an integer >= 1. Received: base_width=0"),
+    CliCase("qrnet train: depth 12", Q, _qtrain("--depth", "12"),
+            "error: depth must be an integer in [1, 8]. Received: depth=12"),
+    CliCase("qrnet train: dropout 1.5", Q, _qtrain("--dropout", "1.5"),
+            "error: dropout must be in [0, 1). Received: dropout=1.5"),
+    CliCase("qrnet train: negative lambda", Q, _qtrain("--classifier", MODEL, "--lambda", "-1"),
+            "error: lambdas must be finite numbers >= 0. Received: lambdas=[-1.0]"),
+    CliCase("qrnet train: lambda in recnet mode", Q, _qtrain("--classifier", MODEL, "--mode", "recnet",
+                                                            "--lambda", "0.5"),
+            "error: lambdas must be 0 in mode 'recnet'. Received: lambdas=[0.5]"),
+    CliCase("qrnet train: unknown mode", Q, _qtrain("--mode", "fancy"),
+            "error: qrnet train: argument --mode: invalid choice: 'fancy' (choose from"),
+    CliCase("qrnet train: unknown distortion", Q, _qtrain("--distortion", "blurr=1"),
+            "error: --distortion names must be among ['awgn',"),
+    CliCase("qrnet train: negative level", Q, _qtrain("--distortion", "awgn=-5"),
+            "error: distortions['awgn'] must be a finite number >= 0.0. Received: distortions['awgn']=-5.0"),
+    CliCase("qrnet train: unknown level preset", Q, _qtrain("--levels", "paper"),
+            "error: qrnet train: argument --levels: invalid choice: 'paper'"),
+    CliCase("qrnet train: missing classifier", Q, _qtrain("--classifier", "nope.keras"),
+            "error: model file not found: nope.keras"),
+    CliCase("qrnet train: classifier with a Lambda layer", Q, _qtrain("--classifier", "lambda.keras"),
+            "error: --classifier is not a loadable .keras model ("),
+    CliCase("qrnet train: output exists", Q, _qtrain(out="done"),
+            "error: output exists: done/restorer.keras (pass --overwrite to replace it)"),
+    CliCase("qrnet train: validation fraction 1.5", Q, _qtrain("--val-fraction", "1.5"),
+            "error: --val-fraction must be in [0, 1). Received: 1.5"),
+    CliCase("qrnet train: odd batch size", Q, _qtrain("--batch-size", "3"),
+            "error: batch_size must be an even integer >= 2. Received: batch_size=3"),
+    CliCase("qrnet train: 0 epochs", Q, _qtrain("--epochs", "0"),
+            "error: epochs must be an integer >= 1. Received: epochs=0"),
+    CliCase("qrnet train: data without labels", Q, _qtrain(data="nolabels.npz"),
+            "error: --data needs labels for training: nolabels.npz"),
+    CliCase("qrnet train: pickled data", Q, _qtrain(data="pickled.npz"),
+            "error: cannot read pickled.npz without pickle"),
+    CliCase("qrnet train: missing data", Q, _qtrain(data="nope.npz"),
+            "error: data file not found: nope.npz"),
+    CliCase("qrnet restore: RGBA images", Q, _qrestore("rgba.npz"),
+            "error: images must have 3 channels (the restorer's input). Received shape: (2, 16, 16, 4)"),
+    CliCase("qrnet restore: one gray image", Q, _qrestore("rank2.npz"),
+            "error: images must have shape (n, h, w, c) or (h, w, c). Received: (16, 16)"),
+    CliCase("qrnet restore: pickled input", Q, _qrestore("pickled.npz", "--key", "x_train"),
+            "error: cannot read pickled.npz without pickle"),
+    CliCase("qrnet restore: unknown key", Q, _qrestore("data.npz", "--key", "pixels"),
+            "error: --key 'pixels' not in data.npz. Found: x_train, y_train, x_test, y_test"),
+    CliCase("qrnet restore: output exists", Q, _qrestore("data.npz", output="exists.npz"),
+            "error: output exists: exists.npz (pass --overwrite to replace it)"),
+    CliCase("qrnet restore: .png output for .npz input", Q, _qrestore("data.npz", output="o.png"),
+            "error: --output must be an .npz file for .npz input. Received: o.png"),
+    CliCase("qrnet restore: model with a Lambda layer", Q, _qrestore("data.npz", model="lambda.keras"),
+            "error: --model is not a loadable .keras model ("),
+    CliCase("qrnet restore: directory as model", Q, _qrestore("data.npz", model="a_directory.keras"),
+            "error: --model must be a .keras file, not a directory: a_directory.keras"),
+    CliCase("qrnet restore: model file that is not .keras", Q, _qrestore("data.npz", model="photo.png"),
+            "error: --model must be a .keras file. Received: photo.png"),
+    CliCase("qrnet evaluate: two classifiers", Q, ["evaluate", "--classifier", MODEL, "--classifier", MODEL,
+                                                   "--data", "data.npz"],
+            "error: evaluate needs exactly one --classifier. Received: 2"),
+    CliCase("qrnet export: output exists", Q, ["export", "--model", "restorer.keras", "--out", "exported"],
+            "error: output exists: exported/restorer (pass --overwrite to replace it)"),
 ]
 
 
@@ -437,7 +619,10 @@ def test_cli_prints_one_error_line(env, case, capsys, monkeypatch):
     monkeypatch.chdir(env.root)
     monkeypatch.delenv("DEEPCORRECT_DEBUG", raising=False)
     before = sorted(p.name for p in env.root.iterdir())
-    status = case.main(case.argv)
+    try:
+        status = case.main(case.argv)
+    except SystemExit as e:  # qrnet reports usage errors in one line too
+        status = e.code
     err = capsys.readouterr().err
     assert status == 2
     lines = err.strip().splitlines()

@@ -149,7 +149,7 @@ def test_presets_build_with_overrides():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"depth": 0}, "depth must be an integer >= 1. Received: depth=0"),
+        ({"depth": 0}, "depth must be an integer in [1, 8]. Received: depth=0"),
         ({"base_width": 0}, "base_width must be an integer >= 1"),
         ({"dropout": 1.0}, "dropout must be in [0, 1)"),
         ({"input_shape": (32, 32)}, "input_shape must be"),
