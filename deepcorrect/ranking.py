@@ -78,6 +78,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from deepcorrect import graph
 from distort.io import atomic_write_text
 
 FORMAT_VERSION = 1
@@ -551,88 +552,15 @@ def _call_layer(layer: Any, *args: Any, **kwargs: Any) -> Any:
     return layer(*args, **kwargs)
 
 
-def _node_step(node: Any, key: Callable[[Any], Hashable]) -> _Step:
-    """A step for a Keras graph node, with argument tensors read by key."""
-    arguments = node.arguments
-    tensors = list(arguments.keras_tensors)
-    keymap = {id(t): key(t) for t in tensors}
-    layer = node.operation
-
-    def fill(x: Any, values: dict) -> Any:
-        if isinstance(x, keras.KerasTensor):
-            return values[keymap[id(x)]]
-        return x
+def _call_step(call: graph.Call) -> _Step:
+    """A step running one call of the flat graph in inference mode."""
 
     def fn(values: dict) -> list[Any]:
-        args = keras.tree.map_structure(lambda x: fill(x, values), arguments.args)
-        kwargs = keras.tree.map_structure(
-            lambda x: fill(x, values), arguments.kwargs
-        )
-        return keras.tree.flatten(_call_layer(layer, *args, **kwargs))
+        args, kwargs = call.fill(values)
+        return keras.tree.flatten(_call_layer(call.operation, *args, **kwargs))
 
-    return _Step(
-        layer=layer,
-        inputs=tuple(keymap[id(t)] for t in tensors),
-        outputs=tuple(key(t) for t in node.outputs),
-        fn=fn,
-    )
-
-
-def _functional_of(model: Any) -> Any:
-    """The Functional graph behind a Functional or built Sequential model."""
-    if isinstance(model, keras.Sequential):
-        graph = getattr(model, "_functional", None)
-        if graph is None:
-            raise ValueError(
-                f"Sequential model {model.name!r} has no graph yet: give it an "
-                "Input (keras.Input) or build it with an input shape first."
-            )
-        return graph
-    if not hasattr(model, "_nodes_by_depth"):
-        raise ValueError(
-            f"Only functional and Sequential Keras models can be ranked; "
-            f"{model.name!r} is a subclassed {type(model).__name__}."
-        )
-    return model
-
-
-def _is_graph_model(op: Any) -> bool:
-    return isinstance(op, keras.Model) and (
-        isinstance(op, keras.Sequential) or hasattr(op, "_nodes_by_depth")
-    )
-
-
-def _flatten_graph(
-    model: Any, alias: dict[int, Hashable], steps: list[_Step]
-) -> None:
-    """Appends `model`'s steps (nested models expanded) in topological order."""
-    graph = _functional_of(model)
-
-    def key(t: Any) -> Hashable:
-        return alias.get(id(t), id(t))
-
-    by_depth = graph._nodes_by_depth
-    for depth in sorted(by_depth, reverse=True):
-        for node in by_depth[depth]:
-            if not node.operation or node.is_input:
-                continue
-            op = node.operation
-            if _is_graph_model(op):
-                inner = _functional_of(op)
-                outer_in = list(node.arguments.keras_tensors)
-                if len(outer_in) != len(inner.inputs):
-                    raise ValueError(
-                        f"Nested model {op.name!r} is called with "
-                        f"{len(outer_in)} tensors but has "
-                        f"{len(inner.inputs)} inputs."
-                    )
-                for t_in, t_outer in zip(inner.inputs, outer_in):
-                    alias[id(t_in)] = key(t_outer)
-                _flatten_graph(op, alias, steps)
-                for t_out, t_inner in zip(node.outputs, inner.outputs):
-                    alias[id(t_out)] = key(t_inner)
-            else:
-                steps.append(_node_step(node, key))
+    return _Step(layer=call.operation, inputs=call.inputs, outputs=call.outputs,
+                 fn=fn)
 
 
 def _linear_clone(layer: Any, input_shape: Any) -> Any:
@@ -663,21 +591,18 @@ class _Program:
     """
 
     def __init__(self, model: keras.Model, split: Iterable[Any] = ()) -> None:
-        graph = _functional_of(model)
-        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        flat = graph.flatten(model)
+        if len(flat.inputs) != 1 or len(flat.outputs) != 1:
             raise ValueError(
                 f"rank needs a model with one input and one output; "
-                f"{model.name!r} has {len(graph.inputs)} and "
-                f"{len(graph.outputs)}."
+                f"{model.name!r} has {len(flat.inputs)} and "
+                f"{len(flat.outputs)}."
             )
-        alias: dict[int, Hashable] = {}
-        steps: list[_Step] = []
-        _flatten_graph(model, alias, steps)
-        self.input = alias.get(id(graph.inputs[0]), id(graph.inputs[0]))
-        self.output = alias.get(id(graph.outputs[0]), id(graph.outputs[0]))
+        self.input = flat.inputs[0]
+        self.output = flat.outputs[0]
         split_ids = {id(layer) for layer in split}
         self.steps: list[_Step] = []
-        for step in steps:
+        for step in map(_call_step, flat.calls):
             if id(step.layer) in split_ids and _has_activation(step.layer):
                 self.steps.extend(self._split(step))
             else:
@@ -775,13 +700,7 @@ class _Site:
 
 def _conv_layers(model: keras.Model) -> list[Any]:
     """Conv layers of the model (nested models included), in graph order."""
-    steps: list[_Step] = []
-    _flatten_graph(model, {}, steps)
-    out: list[Any] = []
-    for step in steps:
-        if isinstance(step.layer, CONV_TYPES) and step.layer not in out:
-            out.append(step.layer)
-    return out
+    return [layer for layer in graph.leaf_layers(model) if isinstance(layer, CONV_TYPES)]
 
 
 def _filter_count(layer: Any) -> int:
@@ -1090,9 +1009,7 @@ def _choose_layers(model: keras.Model, layers: Sequence[str] | None) -> list[Any
 
 
 def _all_layer_names(model: keras.Model) -> set[str]:
-    steps: list[_Step] = []
-    _flatten_graph(model, {}, steps)
-    return {getattr(s.layer, "name", "") for s in steps}
+    return {layer.name for layer in graph.leaf_layers(model)}
 
 
 def _check_filters(filters: tuple[int, int] | None) -> tuple[int, int] | None:

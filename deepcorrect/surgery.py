@@ -47,6 +47,8 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import keras
 import numpy as np
 
+from deepcorrect.graph import flatten, leaf_layers
+from deepcorrect.graph import is_graph_model as is_model
 from deepcorrect.layers import GatherChannels, ScatterChannels, validate_channel_indices
 from deepcorrect.units import CorrectionUnit, check_preset
 
@@ -85,45 +87,6 @@ class Correction:
 
 # ---------------------------------------------------------------------------
 # Model inspection.
-
-
-def is_model(layer: Any) -> bool:
-    """True for Functional and Sequential models (containers we inline)."""
-    return isinstance(layer, keras.Model) and (
-        isinstance(layer, keras.Sequential) or hasattr(layer, "_nodes_by_depth")
-    )
-
-
-def leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Every non-model layer of `model`, nested models expanded, in graph order.
-
-    Args:
-        model: a Functional or Sequential model.
-
-    Returns:
-        The leaf layers (input layers excluded) in topological order.
-
-    Example:
-
-    >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
-    >>> [layer.name for layer in leaf_layers(inner)]
-    ['d']
-    """
-    found: list[keras.layers.Layer] = []
-    seen: set[int] = set()
-
-    def visit(container: keras.Model) -> None:
-        for layer in container.layers:
-            if id(layer) in seen or isinstance(layer, keras.layers.InputLayer):
-                continue
-            seen.add(id(layer))
-            if is_model(layer):
-                visit(layer)
-            else:
-                found.append(layer)
-
-    visit(model)
-    return found
 
 
 def conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -509,7 +472,7 @@ class GraphRewriter:
             keras.Input(batch_shape=x.shape, dtype=x.dtype, name=self._input_name(x))
             for x in reference_inputs
         ]
-        outputs = self._run(model, new_inputs, training=None)
+        outputs = self._run(model, new_inputs)
         inputs = new_inputs[0] if len(new_inputs) == 1 else new_inputs
         return keras.Model(inputs, outputs, name=model.name)
 
@@ -520,45 +483,26 @@ class GraphRewriter:
         history = getattr(tensor, "_keras_history", None)
         return history.operation.name if history is not None else None
 
-    def _run(self, model: keras.Model, inputs: list, training: Any) -> Any:
-        if isinstance(model, keras.Sequential):
-            return self._run_sequential(model, inputs, training)
-        return self._run_functional(model, inputs, training)
+    def _run(self, model: keras.Model, inputs: list) -> Any:
+        """Calls copies of `model`'s leaf layers on `inputs` (nested models inlined)."""
+        graph = flatten(model)
+        tensors = dict(zip(graph.inputs, inputs))
+        for call in graph.calls:
+            args, kwargs = call.fill(tensors)
+            if (
+                call.training is not None
+                and "training" not in kwargs
+                and _accepts_training(call.operation)
+            ):
+                kwargs["training"] = call.training
+            outputs = self._call(call.operation, args, kwargs)
+            for key, y in zip(call.outputs, keras.tree.flatten(outputs)):
+                tensors[key] = y
+        return keras.tree.pack_sequence_as(
+            graph.output_structure, [tensors[k] for k in graph.outputs]
+        )
 
-    def _run_sequential(self, model: keras.Sequential, inputs: list, training: Any):
-        (x,) = inputs
-        for layer in model.layers:
-            kwargs = {}
-            if training is not None and _accepts_training(layer):
-                kwargs["training"] = training
-            x = self._call(layer, (x,), kwargs, training)
-        return x
-
-    def _run_functional(self, model: keras.Model, inputs: list, training: Any):
-        tensors = {id(x): y for x, y in zip(model.inputs, keras.tree.flatten(inputs))}
-        for depth in sorted(model._nodes_by_depth, reverse=True):
-            for node in model._nodes_by_depth[depth]:
-                if not node.operation or node.is_input:
-                    continue
-                if any(id(x) not in tensors for x in node.input_tensors):
-                    continue
-                args, kwargs = node.arguments.fill_in(tensors)
-                if (
-                    training is not None
-                    and "training" not in kwargs
-                    and _accepts_training(node.operation)
-                ):
-                    kwargs["training"] = training
-                outputs = self._call(node.operation, args, kwargs, training)
-                for x, y in zip(node.outputs, keras.tree.flatten(outputs)):
-                    tensors[id(x)] = y
-        return keras.tree.map_structure(lambda x: tensors[id(x)], model.output)
-
-    def _call(self, operation: Any, args: tuple, kwargs: dict, training: Any) -> Any:
-        if is_model(operation):
-            nested_training = kwargs.get("training", training)
-            nested_inputs = keras.tree.flatten(args[0] if len(args) == 1 else args)
-            return self._run(operation, nested_inputs, nested_training)
+    def _call(self, operation: Any, args: tuple, kwargs: dict) -> Any:
         if not isinstance(operation, keras.layers.Layer):
             return operation(*args, **kwargs)  # a stateless keras.ops operation
         first_call = id(operation) not in self.copies

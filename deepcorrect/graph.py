@@ -1,0 +1,214 @@
+"""One walker for Keras functional graphs, shared by ranking and surgery.
+
+`flatten(model)` turns a Functional or Sequential model (nested models
+included) into a `FlatGraph`: the calls of its leaf layers (and of stateless
+`keras.ops` operations) in topological order, each reading and writing tensors
+named by hashable keys. A nested model is expanded in place: its inputs are
+aliased to the tensors it is called on and its outputs to its inner outputs,
+so a flat graph has no model calls left. A nested model called twice gets its
+inner tensors keyed separately for each call.
+
+`deepcorrect.ranking` runs parts of a flat graph on real tensors (the head and
+tail around a swap site); `deepcorrect.surgery` re-calls copies of the layers
+on new symbolic tensors to rebuild a model. Nothing in the model is modified.
+
+Example:
+
+```python
+import keras
+from deepcorrect.graph import flatten, leaf_layers
+
+inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d1")])
+inputs = keras.Input((4,))
+outputs = keras.layers.Dense(2, name="d2")(inner(inputs))
+model = keras.Model(inputs, outputs)
+
+[layer.name for layer in leaf_layers(model)]   # ['d1', 'd2']
+flat = flatten(model)
+flat.calls[1].inputs == flat.calls[0].outputs  # True: d2 reads d1's output
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Hashable
+
+import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One call of a leaf layer or operation.
+
+    Attributes:
+        operation: the layer (or `keras.ops` operation) called.
+        inputs: keys of the tensors it reads, one per symbolic tensor in its
+            arguments (in the order of `node.arguments.keras_tensors`).
+        outputs: keys of the tensors it returns (flattened).
+        arguments: the graph node's `SymbolicArguments` (non-tensor arguments
+            and the structure of the call).
+        training: the `training` argument of the innermost enclosing nested
+            model call, or None (leaf layers then get none added).
+    """
+
+    operation: Any
+    inputs: tuple[Hashable, ...]
+    outputs: tuple[Hashable, ...]
+    arguments: Any
+    training: Any = None
+
+    def fill(self, values: dict[Hashable, Any]) -> tuple[tuple, dict]:
+        """The call's `(args, kwargs)` with tensors read from `values` by key."""
+        by_id = {
+            id(t): values[k]
+            for t, k in zip(self.arguments.keras_tensors, self.inputs)
+        }
+        return self.arguments.fill_in(by_id)
+
+
+@dataclasses.dataclass
+class FlatGraph:
+    """A model as a flat, topologically ordered list of calls.
+
+    Attributes:
+        calls: the calls, each after the calls producing its inputs.
+        inputs: keys of the model inputs (in `model.inputs` order).
+        outputs: keys of the model outputs (flattened `model.output`).
+        output_structure: `model.output`, to re-pack outputs with
+            `keras.tree.pack_sequence_as`.
+    """
+
+    calls: list[Call]
+    inputs: list[Hashable]
+    outputs: list[Hashable]
+    output_structure: Any
+
+
+def is_graph_model(obj: Any) -> bool:
+    """True for Functional and Sequential models (the containers we expand)."""
+    return isinstance(obj, keras.Model) and (
+        isinstance(obj, keras.Sequential) or hasattr(obj, "_nodes_by_depth")
+    )
+
+
+def functional_of(model: Any) -> Any:
+    """The Functional graph behind a Functional or built Sequential model.
+
+    Raises:
+        ValueError: for a subclassed model, or a Sequential model without an
+            input shape.
+    """
+    if isinstance(model, keras.Sequential):
+        graph = getattr(model, "_functional", None)
+        if graph is None:
+            raise ValueError(
+                f"Sequential model {model.name!r} has no graph yet: give it an "
+                "Input (keras.Input) or build it with an input shape first."
+            )
+        return graph
+    if not hasattr(model, "_nodes_by_depth"):
+        raise ValueError(
+            "Only functional and Sequential Keras models can be used here; "
+            f"{model.name!r} is a subclassed {type(model).__name__}."
+        )
+    return model
+
+
+def flatten(model: keras.Model) -> FlatGraph:
+    """The calls of `model`'s leaf layers, nested models expanded, in order.
+
+    Args:
+        model: a Functional or Sequential model.
+
+    Returns:
+        A `FlatGraph`. Keys of the top-level tensors are `((), id(tensor))`;
+        inside a nested model call they carry the path of enclosing calls.
+
+    Raises:
+        ValueError: see `functional_of`; or a nested model called on a number
+            of tensors other than its number of inputs.
+    """
+    graph = functional_of(model)
+    inputs = [((), id(t)) for t in graph.inputs]
+    calls: list[Call] = []
+    alias: dict[Hashable, Hashable] = {}
+    _expand(graph, (), alias, set(inputs), calls, training=None)
+
+    def key(t: Any) -> Hashable:
+        k = ((), id(t))
+        return alias.get(k, k)
+
+    structure = graph.output
+    return FlatGraph(
+        calls=calls,
+        inputs=inputs,
+        outputs=[key(t) for t in keras.tree.flatten(structure)],
+        output_structure=structure,
+    )
+
+
+def _expand(
+    graph: Any,
+    path: tuple,
+    alias: dict[Hashable, Hashable],
+    available: set[Hashable],
+    calls: list[Call],
+    training: Any,
+) -> None:
+    """Appends the calls of one Functional graph reached through `path`."""
+
+    def key(t: Any) -> Hashable:
+        k = (path, id(t))
+        return alias.get(k, k)
+
+    by_depth = graph._nodes_by_depth
+    for depth in sorted(by_depth, reverse=True):
+        for node in by_depth[depth]:
+            if not node.operation or node.is_input:
+                continue
+            tensors = node.arguments.keras_tensors
+            in_keys = tuple(key(t) for t in tensors)
+            if any(k not in available for k in in_keys):
+                continue  # not reachable from this graph's inputs
+            op = node.operation
+            if is_graph_model(op):
+                inner = functional_of(op)
+                if len(tensors) != len(inner.inputs):
+                    raise ValueError(
+                        f"Nested model {op.name!r} is called with "
+                        f"{len(tensors)} tensors but has "
+                        f"{len(inner.inputs)} inputs."
+                    )
+                inner_path = path + (id(node),)
+                for t_in, k_outer in zip(inner.inputs, in_keys):
+                    alias[(inner_path, id(t_in))] = k_outer
+                nested_training = node.arguments.kwargs.get("training", training)
+                _expand(inner, inner_path, alias, available, calls, nested_training)
+                for t_out, t_inner in zip(node.outputs, inner.outputs):
+                    k_inner = (inner_path, id(t_inner))
+                    alias[(path, id(t_out))] = alias.get(k_inner, k_inner)
+                    available.add(key(t_out))
+            else:
+                out_keys = tuple(key(t) for t in node.outputs)
+                calls.append(Call(op, in_keys, out_keys, node.arguments, training))
+                available.update(out_keys)
+
+
+def leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer of `model` that is not a model, in graph order.
+
+    Nested models are expanded; input layers and `keras.ops` operations are
+    left out; a layer called several times is listed once.
+
+    Example:
+
+    >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")])
+    >>> [layer.name for layer in leaf_layers(inner)]
+    ['d']
+    """
+    found: dict[int, keras.layers.Layer] = {}
+    for call in flatten(model).calls:
+        if isinstance(call.operation, keras.layers.Layer):
+            found.setdefault(id(call.operation), call.operation)
+    return list(found.values())
