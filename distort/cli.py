@@ -99,7 +99,9 @@ def _add_sweep(sub) -> None:
                         "scale (vasiljevic: 384), else 256/224 of the largest model input")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output folder for sweep.json/.csv/.md and figures")
+    p.add_argument("--out", required=True,
+                   help="output folder for sweep.json/.csv/.md and figures (sweep.png: top-1 and "
+                        "top-5; confidence.png: true-class confidence; levels.png: one photo)")
     p.set_defaults(run=_run_sweep)
 
 
@@ -137,12 +139,13 @@ def _run_sweep(args) -> None:
                        short_side=scale or round(size * 256 / 224), model_inputs=sizes)
     result.to_json(out / "sweep.json")
     result.to_csv(out / "sweep.csv")
-    atomic_write_text(out / "sweep.md", result.to_markdown("top1") + "\n" + result.to_markdown("top5"))
+    atomic_write_text(out / "sweep.md", result.to_markdown(("top1", "top5", "confidence", "entropy")))
     result.plot(out / "sweep.png")
+    result.plot(out / "confidence.png", metrics=("confidence",))
     sweep_mod.level_grid(images[0], _levels_of(result), out / "levels.png", seed=args.seed,
                          options=options)
     print(result.to_markdown("top1"))
-    print(f"wrote {out}/sweep.json, sweep.csv, sweep.md, sweep.png, levels.png")
+    print(f"wrote {out}/sweep.json, sweep.csv, sweep.md, sweep.png, confidence.png, levels.png")
 
 
 def _levels_of(result) -> dict:

@@ -80,20 +80,27 @@ class SweepResult:
             writer.writerow({k: r.get(k) for k in writer.fieldnames})
         atomic_write_text(path, buf.getvalue())
 
-    def to_markdown(self, metric: str = "top1") -> str:
-        """One Markdown table per distortion: a row per model, a column per level."""
+    def to_markdown(self, metric: str | Sequence[str] = "top1") -> str:
+        """One Markdown table per distortion: a column per level, a row per model and metric.
+
+        Args:
+            metric: One metric of `METRICS`, or several (then a row per model and metric).
+        """
+        metrics = [metric] if isinstance(metric, str) else list(metric)
         out = []
         for d in self.distortions():
             rows = self.select(distortion=d)
             levels = list(dict.fromkeys(r["level"] for r in rows))
             head = ["model"] + ["clean" if lv is None else f"{lv:g}" for lv in levels]
-            out.append(f"**{d}** ({metric})\n")
+            out.append(f"**{d}** ({metrics[0]})\n" if len(metrics) == 1 else f"**{d}**\n")
             out.append("| " + " | ".join(head) + " |")
             out.append("|" + "---|" * len(head))
             for m in self.models():
-                vals = {r["level"]: r[metric] for r in rows if r["model"] == m}
-                out.append("| " + " | ".join([m] + [f"{vals[lv]:.3f}" if lv in vals else ""
-                                                    for lv in levels]) + " |")
+                for k in metrics:
+                    vals = {r["level"]: r[k] for r in rows if r["model"] == m}
+                    label = m if len(metrics) == 1 else f"{m} {k}"
+                    out.append("| " + " | ".join([label] + [f"{vals[lv]:.3f}" if lv in vals else ""
+                                                            for lv in levels]) + " |")
             out.append("")
         return "\n".join(out)
 
@@ -115,9 +122,10 @@ class SweepResult:
                             styles.get(metric, "-"), marker=".", label=f"{m} {metric}")
             ax.set_title(d)
             ax.set_xlabel("level")
-            ax.set_ylim(0, 1)
+            if set(metrics) <= {"top1", "top5", "confidence"}:
+                ax.set_ylim(0, 1)
             ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel("accuracy")
+        axes[0][0].set_ylabel("accuracy" if set(metrics) <= {"top1", "top5"} else ", ".join(metrics))
         axes[0][-1].legend(fontsize=7)
         fig.tight_layout()
         _save_figure(fig, path)

@@ -109,7 +109,7 @@ COMMANDS = [
     Command("distort sweep", D, ["sweep", "--model", f"{I}/model.keras", "--data", f"{I}/data.npz",
                                  "--distortions", "awgn", "--limit", "8", "--out", "sweep"],
             ["sweep/sweep.json", "sweep/sweep.csv", "sweep/sweep.md", "sweep/sweep.png",
-             "sweep/levels.png"]),
+             "sweep/confidence.png", "sweep/levels.png"]),
     Command("deepcorrect rank", C, ["rank", "--model", f"{I}/model.keras", "--data",
                                     f"{I}/data.npz", "--distortion", "awgn", "--levels", "20",
                                     "--out", "ranking.json"], ["ranking.json"]),

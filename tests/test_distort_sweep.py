@@ -104,6 +104,10 @@ def test_sweep_outputs(tmp_path, cifar10_small):
     assert SweepResult.from_json(tmp_path / "s.json").rows == json.loads(json.dumps(result.rows))
     assert Image.open(tmp_path / "s.png").size[0] > 200
     assert "| a |" in result.to_markdown()
+    table = result.to_markdown(("top1", "confidence")).splitlines()
+    awgn10 = result.select("b", "awgn")[1]
+    row = next(line for line in table if line.startswith("| b confidence |"))
+    assert row.split(" | ")[2] == f"{awgn10['confidence']:.3f}"
 
 
 def test_psnr_and_ssim_against_numpy(photos):
