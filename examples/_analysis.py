@@ -66,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser, full: Mapping[str, Any],
                         help="folder with <distortion>.json rankings of --model to reuse "
                              "(e.g. another analysis' --out/rankings); default: rank here")
     parser.add_argument("--out", default=out, help=f"output folder (default {out})")
+    parser.add_argument("--figures", default=None,
+                        help="folder for the PNG figures (default: --out), e.g. docs/figures")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run on a few hundred images: "
                              + ", ".join(f"{k}={v}" for k, v in quick.items()))
@@ -229,6 +231,12 @@ class Analysis:
         """Top-1 on the clean test images and at every level: `[clean, level 1, ...]`."""
         return [accuracy(model, x, self.test[1]) for x in self.test_sets(distortion)]
 
+    def figure(self, name: str) -> Path:
+        """Where a figure goes: `--figures` if given, else `--out`."""
+        folder = Path(self.args.figures) if self.args.figures else self.out
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / name
+
     def cached(self, key: str, compute: Callable[[], dict]) -> dict:
         """A stage record: computed once, then read from `stages.json`."""
         if not self.stages.done(key):
@@ -262,8 +270,11 @@ class Analysis:
         base = ("`--model " + str(self.args.model) + "`" if self.args.model else
                 f"the demo's cifar10_quick trained here on {self.baseline_info['images']} "
                 f"images for {self.baseline_info['epochs']} epochs")
-        ranking = (f" Ranking: {s['rank_images']} held-out training images." if "rank_images" in s
-                   else "")
+        ranking = ""
+        if self.args.rankings:
+            ranking = f" Rankings: read from `{self.args.rankings}`."
+        elif "rank_images" in s:
+            ranking = f" Ranking: {s['rank_images']} held-out training images."
         return (f"Baseline: {base} (clean top-1 {self.test_accuracy:.3f}"
                 f" on {len(self.test[0])} test images).{ranking} Test: the first "
                 f"{len(self.test[0])} CIFAR-10 test images.")

@@ -18,7 +18,7 @@ are measured on test images; levels are the DeepCorrect CIFAR levels
 (Gaussian blur sigma 0.5..3, AWGN sigma 5..30 on 0..255).
 
 Outputs in `--out`: `beta_sweep.{csv,json,md}`, `per_layer.{csv,json,md}`,
-`ideal_beta.png`, `ideal_layers.png`, `report.md`.
+`cifar10_ideal_beta.png`, `cifar10_ideal_layers.png`, `report.md`.
 
 Usage:
 
@@ -42,7 +42,7 @@ from distort.cli_common import fail_cleanly  # noqa: E402
 BETAS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 LAYER_BETA = 0.5  # the paper's CIFAR setting for Fig. 5
 SELECTIONS = ("ranked", "random", "least")
-FULL = {"test_images": 2000, "rank_images": 1000, "trials": 5}
+FULL = {"test_images": 2000, "rank_images": 500, "trials": 5}
 QUICK = {"test_images": 300, "rank_images": 100, "trials": 2}
 
 
@@ -192,8 +192,10 @@ def run(args: argparse.Namespace) -> int:
         an.write_table(out, stem, rows, an.table_columns(head, analysis.distortions) + ["sets"],
                        meta)
         sections.append(f"### {title}\n\n" + "\n".join(parts))
-    plot_beta(beta_rows, analysis.distortions, out / "ideal_beta.png", images)
-    plot_layers(layer_rows, analysis.distortions, out / "ideal_layers.png", images)
+    plot_beta(beta_rows, analysis.distortions, analysis.figure("cifar10_ideal_beta.png"),
+              images)
+    plot_layers(layer_rows, analysis.distortions, analysis.figure("cifar10_ideal_layers.png"),
+                images)
     text = (f"# Ideal correction on CIFAR-10\n\n{analysis.describe()} Random: mean of {trials} "
             f"seeded sets.\n\n" + "\n".join(sections))
     an.atomic_write_text(out / "report.md", text)
