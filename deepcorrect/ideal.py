@@ -149,7 +149,7 @@ class IdealCorrection:
         (layer,) = _choose_layers(model, [layer_name])
         program = _Program(model, split=[layer] if site == "pre_activation" else ())
         self.layer_name = layer_name
-        self._site = _site_for(program, layer, site)
+        self._site = _site_for(program, layer, site, incremental=False)  # several channels
         self.channels = self._site.channels
         self._head = _head_fn(program, self._site)
         self._counts = _masked_counts_fn(program, self._site)
