@@ -72,6 +72,7 @@ import json
 import math
 import os
 import time
+import warnings
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import keras
@@ -160,6 +161,36 @@ def _top_count(beta: float, n: int) -> int:
     if not 0.0 < float(beta) <= 1.0:
         raise ValueError(f"beta must be in (0, 1]. Received: beta={beta!r}")
     return min(n, max(1, math.ceil(float(beta) * n - 1e-9)))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _field_error(field: str, expected: str, value: Any) -> ValueError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return ValueError(f"{field} must be {expected}. Received: {field}={shown}")
+
+
+# Optional fields of a saved ranking: (default, check, what is expected).
+_OPTIONAL_FIELDS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
+    "distortion": ("", lambda v: isinstance(v, str), "a string"),
+    "levels": ([], lambda v: isinstance(v, list) and all(map(_is_number, v)),
+               "a list of numbers"),
+    "score": ("gain", lambda v: v in (*SCORES, APPROX_SCORE),
+              f"one of {[*SCORES, APPROX_SCORE]}"),
+    "site": ("pre_activation", lambda v: v in SITES, f"one of {list(SITES)}"),
+    "method": ("exact", lambda v: v in METHODS, f"one of {list(METHODS)}"),
+    "num_images": (0, lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "baseline_accuracy": ([], lambda v: isinstance(v, list) and all(map(_is_number, v)),
+                          "a list of numbers"),
+    "extra": ({}, lambda v: isinstance(v, dict), "an object"),
+}
 
 
 @dataclasses.dataclass
@@ -325,30 +356,50 @@ class Ranking:
 
     # ---- checks, serialisation -------------------------------------------
 
-    def check_model(self, model: keras.Model) -> None:
-        """Raises ValueError if this ranking was not made for `model`.
+    def check_model(self, model: keras.Model, argument: str | None = None) -> None:
+        """Checks that this ranking fits `model`.
 
-        The model name must match, and every ranked layer must be a conv layer
-        of `model` with the recorded number of filters.
+        The rule, the same for `Ranking.load(path, model)`, `deepcorrect.wrap`
+        and the command line: every ranked layer must be a conv layer of
+        `model` with the recorded number of filters. A different model name
+        only warns (a `UserWarning`), so that a ranking carries over to a
+        renamed or rebuilt copy of the same network.
+
+        Args:
+            model: the model the ranking is to be used with.
+            argument: the argument that passed the ranking, for messages
+                (`wrap` passes `"ranks"`); None for the ranking itself.
+
+        Raises:
+            ValueError: naming the first ranked layer that the model lacks or
+                that has another number of filters.
         """
-        if model.name != self.model_name:
-            raise ValueError(
-                f"Ranking was made for model {self.model_name!r}, not for "
-                f"model {model.name!r} (model name differs)."
-            )
+        subject = f"{argument} was made for a model whose layer" if argument else "Ranking layer"
         convs = {layer.name: layer for layer in _conv_layers(model)}
         for name, count in self.filter_counts.items():
             if name not in convs:
+                shown = list(convs)[:20]
                 raise ValueError(
-                    f"Ranking layer {name!r} is not a conv layer of model "
-                    f"{model.name!r} (layer names differ)."
+                    f"{subject} {name!r} is not a conv layer of model "
+                    f"{model.name!r} (layer names differ). Its conv layers: "
+                    f"{shown}{' ...' if len(convs) > 20 else ''}"
                 )
             actual = _filter_count(convs[name])
             if actual != count:
                 raise ValueError(
-                    f"Ranking layer {name!r} has {count} filters but the "
-                    f"model's layer has {actual} (filter counts differ)."
+                    f"{subject} {name!r} has {count} filters but the model's "
+                    f"layer has {actual} (filter counts differ): rank model "
+                    f"{model.name!r}, or use the ranking with model "
+                    f"{self.model_name!r}."
                 )
+        if model.name != self.model_name:
+            warnings.warn(
+                f"{argument or 'The ranking'} was made for model "
+                f"{self.model_name!r} and is used with model {model.name!r}; "
+                "its layer names and filter counts match.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; NaN (not computed) is written as `null`."""
@@ -374,33 +425,77 @@ class Ranking:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Ranking":
-        """Inverse of `to_dict`."""
+        """Inverse of `to_dict`.
+
+        Raises:
+            KeyError: naming a required field that is missing (`load` reports
+                it as a ValueError).
+            ValueError: naming the field that is malformed, or the layer whose
+                filter count does not match its priorities.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                "Not a deepcorrect ranking: a JSON object is expected, found "
+                f"{type(data).__name__}."
+            )
         if data.get("format") != "deepcorrect.ranking":
             raise ValueError("Not a deepcorrect ranking (missing format tag).")
-        if int(data.get("version", -1)) > FORMAT_VERSION:
+        version = data.get("version", FORMAT_VERSION)
+        if not _is_int(version):
+            raise _field_error("version", "an integer", version)
+        if version > FORMAT_VERSION:
             raise ValueError(
-                f"Ranking format version {data['version']} is newer than "
-                f"this library's {FORMAT_VERSION}."
+                f"Ranking format version {version} is newer than this library's "
+                f"{FORMAT_VERSION}."
             )
-        priorities = {
-            name: np.array(
-                [np.nan if v is None else v for v in data["priorities"][name]],
-                dtype=np.float64,
-            )
-            for name in data["layer_names"]
-        }
+        for field in ("layer_names", "priorities", "filter_counts", "model_name"):
+            if field not in data:
+                raise KeyError(field)
+        if not isinstance(data["model_name"], str):
+            raise _field_error("model_name", "a string", data["model_name"])
+        names = data["layer_names"]
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)
+                and len(set(names)) == len(names)):
+            raise _field_error("layer_names", "a list of distinct layer names", names)
+        for field in ("filter_counts", "priorities"):
+            table = data[field]
+            if not isinstance(table, Mapping):
+                raise _field_error(field, "an object keyed by layer name", table)
+            if set(table) != set(names):
+                missing = [n for n in names if n not in table]
+                extra = [n for n in table if n not in names]
+                raise ValueError(
+                    f"{field} must have one entry per layer of layer_names "
+                    f"{names}; missing: {missing}, not in layer_names: {extra}."
+                )
+        priorities = {}
+        for name in names:
+            count = data["filter_counts"][name]
+            if not _is_int(count) or count < 1:
+                raise _field_error(f"filter_counts[{name!r}]", "a positive integer", count)
+            row = data["priorities"][name]
+            if not (isinstance(row, list)
+                    and all(v is None or _is_number(v) for v in row)):
+                raise _field_error(
+                    f"priorities[{name!r}]", "a list of numbers (null: not computed)", row)
+            if len(row) != count:
+                raise ValueError(
+                    f"priorities[{name!r}] holds {len(row)} values but "
+                    f"filter_counts[{name!r}] is {count}."
+                )
+            priorities[name] = np.array(
+                [np.nan if v is None else v for v in row], dtype=np.float64)
+        options = {}
+        for field, (default, valid, expected) in _OPTIONAL_FIELDS.items():
+            value = data.get(field, default)
+            if not valid(value):
+                raise _field_error(field, expected, value)
+            options[field] = value
         return cls(
             priorities=priorities,
             model_name=data["model_name"],
-            filter_counts=dict(data["filter_counts"]),
-            distortion=data.get("distortion", ""),
-            levels=list(data.get("levels", [])),
-            score=data.get("score", "gain"),
-            site=data.get("site", "pre_activation"),
-            method=data.get("method", "exact"),
-            num_images=int(data.get("num_images", 0)),
-            baseline_accuracy=list(data.get("baseline_accuracy", [])),
-            extra=dict(data.get("extra", {})),
+            filter_counts={n: data["filter_counts"][n] for n in names},
+            **options,
         )
 
     def save(self, path: str | os.PathLike) -> None:
@@ -415,16 +510,43 @@ class Ranking:
 
         Args:
             path: JSON file.
-            model: if given, the ranking must have been made for it (same
-                model name, layer names and filter counts), else ValueError.
+            model: if given, the ranking must fit it (see `check_model`: same
+                conv layer names and filter counts; another model name only
+                warns).
 
         Returns:
             The `Ranking`.
+
+        Raises:
+            ValueError: naming the file and what is wrong with it: not UTF-8,
+                not valid JSON (a `json.JSONDecodeError`, which is a
+                ValueError), a missing or malformed field, filter counts that
+                do not match the priorities, or a ranking that does not fit
+                `model`.
+            OSError: if the file cannot be read (e.g. FileNotFoundError).
         """
-        with open(path, encoding="utf-8") as f:
-            ranking = cls.from_dict(json.load(f))
-        if model is not None:
-            ranking.check_model(model)
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"Ranking file {path!r} is not UTF-8 text, so not a JSON ranking."
+            ) from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise json.JSONDecodeError(
+                f"Ranking file {path!r} is not valid JSON: {e.msg}", e.doc, e.pos
+            ) from None
+        try:
+            ranking = cls.from_dict(data)
+            if model is not None:
+                ranking.check_model(model)
+        except KeyError as e:
+            raise ValueError(f"Ranking file {path!r} has no {e.args[0]!r} field.") from None
+        except ValueError as e:
+            raise ValueError(f"Ranking file {path!r}: {e}") from None
         return ranking
 
     @classmethod
@@ -941,30 +1063,22 @@ def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
 
 
 def _resolve_distortion(distortion: Distortion) -> tuple[str, Callable]:
-    """Returns (name, fn(images, level, seed) -> images)."""
-    if isinstance(distortion, str):
-        try:
-            import distort
-        except ImportError as e:  # pragma: no cover - package ships with us
-            raise ValueError("distortion names need the distort package") from e
-        apply = getattr(distort, "apply", None)
-        if apply is None:
-            raise ValueError(
-                f"distortion={distortion!r} needs distort.apply, which this "
-                "install lacks; pass a callable fn(images, level, seed)."
-            )
-        names = getattr(distort, "names", None)
-        if callable(names) and distortion not in list(names()):
-            raise ValueError(
-                f"Unknown distortion={distortion!r}. Known: {list(names())}"
-            )
-        return distortion, lambda x, level, seed: apply(x, distortion, level, seed=seed)
-    if callable(distortion):
+    """Returns (name, fn(images, level, seed) -> images).
+
+    Raises:
+        ValueError: for an unknown name or a value that is neither a name nor
+            callable, worded as `distort` words an unknown name.
+    """
+    import distort
+
+    if callable(distortion) and not isinstance(distortion, str):
         return getattr(distortion, "__name__", type(distortion).__name__), distortion
-    raise ValueError(
-        "distortion must be a distortion name or a callable "
-        f"fn(images, level, seed). Received: distortion={distortion!r}"
-    )
+    if not isinstance(distortion, str) or distortion not in distort.names():
+        raise ValueError(
+            f"distortion must be one of {distort.names()} or a callable "
+            f"fn(images, level, seed). Received: distortion={distortion!r}"
+        )
+    return distortion, lambda x, level, seed: distort.apply(x, distortion, level, seed=seed)
 
 
 def _check_labels(labels: Any, n: int) -> np.ndarray:

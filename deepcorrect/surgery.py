@@ -349,9 +349,7 @@ def plan_corrections(
         The corrections, in graph order.
 
     Raises:
-        ValueError: see `wrap`; also when `ranks` is a `Ranking` whose
-            recorded filter count of a chosen layer differs from the model's
-            (a ranking of another model).
+        ValueError: see `wrap`.
 
     Example:
 
@@ -359,22 +357,17 @@ def plan_corrections(
     >>> plan_corrections(m, {"c": [3, 1, 0, 2]})[0].indices
     (3, 1)
     """
+    check = getattr(ranks, "check_model", None)
+    if callable(check):  # a Ranking: its layers and filter counts must fit the model
+        check(model, argument="ranks")
     chosen = choose_layers(model, ranks, layers=layers, first=first)
     table = _layer_table(model)
     convs = [n for n, layer in table.items() if isinstance(layer, CONV_LAYER_TYPES)]
     for value, argument in ((beta, "beta"), (unit, "unit"), (kernel_size, "kernel_size")):
         _check_per_layer_keys(value, argument, convs)
     plan = []
-    recorded = getattr(ranks, "filter_counts", None)  # a Ranking records its model's shapes
     for name in chosen:
         channels = conv_output_channels(table[name])
-        if isinstance(recorded, Mapping) and name in recorded and int(recorded[name]) != channels:
-            raise ValueError(
-                f"ranks was made for a model whose layer {name!r} has "
-                f"{recorded[name]} filters, but this model's {name!r} has "
-                f"{channels}: rank this model, or pass the ranking of model "
-                f"{getattr(ranks, 'model_name', '?')!r} to that model."
-            )
         layer_beta = _check_beta(
             _per_layer(beta, name, chosen, "beta"),
             f"beta[{name!r}]" if isinstance(beta, Mapping) else "beta",
@@ -624,7 +617,10 @@ def wrap(
             inlined). It is not modified.
         ranks: `{layer_name: channel indices, most susceptible first}` or a
             `deepcorrect.Ranking` (anything with `order(layer_name)` and
-            `layer_names`).
+            `layer_names`). A `Ranking` must fit `pretrained` as
+            `Ranking.check_model` requires: every ranked layer must be a conv
+            layer of it with the recorded number of filters, even when
+            `layers` or `first` picks fewer; another model name only warns.
         beta: fraction of each layer's channels to correct, in (0, 1], or a
             `{layer_name: beta}` dict. Defaults to 0.5 (the paper's CIFAR
             setting; Deepcorr-5 on AlexNet uses 0.75, 0.75, 0.5, 0.5, 0.5).
@@ -653,9 +649,8 @@ def wrap(
 
     Raises:
         ValueError: for a `beta` outside (0, 1], unknown or non-conv layer
-            names, invalid channel indices, a `Ranking` of a model with other
-            filter counts, an unknown unit preset, or a model without conv
-            layers.
+            names, invalid channel indices, a `Ranking` that does not fit the
+            model, an unknown unit preset, or a model without conv layers.
 
     Example:
 

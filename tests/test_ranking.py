@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import deepcorrect
 from deepcorrect import ranking as ranking_module
 from deepcorrect.ranking import Ranking, rank, spearman
 
@@ -503,25 +506,130 @@ def test_json_round_trip(tmp_path, images, plain):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_load_refuses_another_model(tmp_path, images, plain, residual):
+def test_load_and_wrap_agree_on_which_models_fit(tmp_path, images, plain):
+    """Layer names and filter counts must match (in `Ranking.load`,
+    `check_model` and `wrap` alike); another model name only warns."""
     model, _, labels = plain
     path = tmp_path / "ranking.json"
-    run_rank(model, images, labels, layers=["c2"]).save(path)
-    with pytest.raises(ValueError, match="model name"):
-        Ranking.load(path, model=residual[0])
+    ranking = run_rank(model, images, labels, layers=["c2"])
+    ranking.save(path)
+    renamed = keras.Model(model.inputs, model.outputs, name="renamed")
+    with pytest.warns(UserWarning, match="made for model 'plain' and is used with "
+                                         "model 'renamed'"):
+        Ranking.load(path, model=renamed)
+    with pytest.warns(UserWarning, match="made for model 'plain'"):
+        wrapped = deepcorrect.wrap(renamed, ranking)
+    assert "c2" in deepcorrect.correction_units(wrapped)
     # Same name, different filter count.
     x = inputs = keras.Input((12, 12, 3))
     x = keras.layers.Conv2D(6, 3, name="c1")(x)
     x = keras.layers.Conv2D(9, 3, name="c2")(x)
     other = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="plain")
-    with pytest.raises(ValueError, match="filter counts"):
-        Ranking.load(path, model=other)
-    # Same name, no such layer.
+    for call in (lambda: Ranking.load(path, model=other),
+                 lambda: ranking.check_model(other),
+                 lambda: deepcorrect.wrap(other, ranking)):
+        with pytest.raises(ValueError, match="'c2' has 8 filters but the model's "
+                                             "layer has 9 .filter counts differ."):
+            call()
+    # Same name, no such layer: refused even when wrap corrects another layer.
     x = inputs = keras.Input((12, 12, 3))
-    x = keras.layers.Conv2D(8, 3, name="conv_b")(x)
+    x = keras.layers.Conv2D(8, 3, name="c1")(x)
     third = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="plain")
-    with pytest.raises(ValueError, match="layer names"):
-        Ranking.load(path, model=third)
+    both = run_rank(model, images, labels, layers=["c1", "c2"], filters=(0, 1))
+    both.filter_counts["c1"] = 8  # as if ranked on `third`'s c1
+    both.priorities["c1"] = np.arange(8.0)
+    for call in (lambda: Ranking.load(path, model=third),
+                 lambda: deepcorrect.wrap(third, both, layers=["c1"])):
+        with pytest.raises(ValueError, match="'c2' is not a conv layer of model "
+                                             "'plain' .layer names differ."):
+            call()
+
+
+def bad_file(tmp_path, edit):
+    data = make_ranking().to_dict()
+    edit(data)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda d: d.pop("priorities"), "has no 'priorities' field"),
+        (lambda d: d.pop("model_name"), "has no 'model_name' field"),
+        (lambda d: d.pop("format"), "missing format tag"),
+        (lambda d: d.update(model_name=3), "model_name must be a string"),
+        (lambda d: d.update(layer_names="a"), "layer_names must be a list of distinct"),
+        (lambda d: d.update(layer_names=["a", "a"]), "layer_names must be a list of distinct"),
+        (lambda d: d.update(filter_counts=[7, 2]), "filter_counts must be an object"),
+        (lambda d: d["filter_counts"].update(a="seven"),
+         r"filter_counts\['a'\] must be a positive integer. Received: "
+         r"filter_counts\['a'\]='seven'"),
+        (lambda d: d["filter_counts"].update(a=8),
+         r"priorities\['a'\] holds 7 values but filter_counts\['a'\] is 8"),
+        (lambda d: d["priorities"].update(b=[0.1, "x"]),
+         r"priorities\['b'\] must be a list of numbers"),
+        (lambda d: d["priorities"].pop("b"),
+         r"priorities must have one entry per layer .* missing: \['b'\]"),
+        (lambda d: d["filter_counts"].update(c=3), r"not in layer_names: \['c'\]"),
+        (lambda d: d.update(levels="1,2"), "levels must be a list of numbers"),
+        (lambda d: d.update(site="middle"), "site must be one of"),
+        (lambda d: d.update(num_images=-1), "num_images must be a non-negative integer"),
+        (lambda d: d.update(version="1"), "version must be an integer"),
+        (lambda d: d.update(version=99), "newer than this library"),
+    ],
+)
+def test_load_names_the_file_and_what_is_wrong(tmp_path, edit, match):
+    path = bad_file(tmp_path, edit)
+    with pytest.raises(ValueError, match=match) as info:
+        Ranking.load(path)
+    assert type(info.value) is ValueError
+    assert f"Ranking file {str(path)!r}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"{", "is not valid JSON: Expecting property name"),
+        (b"[1, 2]", "a JSON object is expected, found list"),
+        (b"\xff\xfe\x00", "is not UTF-8 text"),
+    ],
+)
+def test_load_refuses_what_is_no_ranking(tmp_path, content, match):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=match) as info:
+        Ranking.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_wrap_cli_prints_one_line_for_a_bad_ranking(tmp_path, plain):
+    model_path = tmp_path / "plain.keras"
+    plain[0].save(model_path)
+    ranking = bad_file(tmp_path, lambda d: d["filter_counts"].update(a=8))
+    proc = subprocess.run(
+        [sys.executable, "-m", "deepcorrect", "wrap", "--model", str(model_path),
+         "--ranking", str(ranking), "--out", str(tmp_path / "w.keras")],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "holds 7 values but filter_counts" in last
+
+
+def test_unknown_distortion_is_worded_like_distort(images, plain):
+    import distort
+
+    model, _, labels = plain
+    with pytest.raises(ValueError) as ours:
+        rank(model, images, labels, "fog", LEVELS, progress=False)
+    with pytest.raises(ValueError) as theirs:
+        distort.apply(images, "fog", 1.0)
+    allowed = f"must be one of {distort.names()}"
+    assert allowed in str(theirs.value) and "Received: name='fog'" in str(theirs.value)
+    assert str(ours.value).startswith(f"distortion {allowed} or a callable")
+    assert str(ours.value).endswith("Received: distortion='fog'")
 
 
 def test_merge_filter_ranges_and_layers(images, plain):
