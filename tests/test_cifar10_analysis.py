@@ -1,5 +1,9 @@
 """The CIFAR-10 analysis examples (ideal correction, ranked vs random, local vs global,
-training curves, Zhou's fine-tuning) in their quick modes, against independent expectations."""
+training curves, Zhou's fine-tuning) in their quick modes, against independent expectations.
+
+The end-to-end runs of the three examples that train several DeepCorrect models are marked
+slow (`make test-all`); their selection, t-test and curve logic is tested here without
+training."""
 
 from __future__ import annotations
 
@@ -132,6 +136,7 @@ def expected_ttest(a, b):
     return t, 2 * stats.t.sf(abs(t), len(d) - 1)
 
 
+@pytest.mark.slow  # trains several models: `make test-all`
 def test_ranked_vs_random_sets_models_and_ttest(baseline, rankings, tmp_path):
     import keras
 
@@ -201,6 +206,7 @@ def test_global_ranking_takes_the_top_filters_across_layers():
                                 )["global"] == {"b": [3, 2, 1]}
 
 
+@pytest.mark.slow  # trains several models: `make test-all`
 def test_local_vs_global_corrects_the_chosen_filters(baseline, rankings, tmp_path):
     import keras
 
@@ -243,6 +249,7 @@ def test_curve_recorder_resumes_after_the_last_finished_epoch(tmp_path):
     assert saved[-1]["seconds"] >= 4.0
 
 
+@pytest.mark.slow  # trains several models: `make test-all`
 def test_training_curves_start_at_the_baseline(baseline, rankings, tmp_path):
     import keras
 
@@ -302,7 +309,7 @@ def test_zhou_no_train_row_and_fig8_reference(baseline, tmp_path):
     zhou = load_example("zhou_finetune")
     out = tmp_path / "zhou"
     argv = ["--quick", "--model", str(baseline), "--data", str(CIFAR10), "--out", str(out),
-            "--first", "2", "--train-images", "64", "--batch-size", "32", "--test-images", "100"]
+            "--first", "2", "--train-images", "32", "--batch-size", "32", "--test-images", "100"]
     assert zhou.main(argv) == 0
     rows = {r["model"]: r for r in json.loads((out / "accuracy.json").read_text())["rows"]}
     assert list(rows) == ["no-train", "first-2", "re-training"]
