@@ -23,6 +23,7 @@ killed part-way resume when run again with the same command.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -85,6 +86,7 @@ def _run_rank(args) -> None:
 
     registry.check_name(args.distortion)
     refuse_existing(args.out, args.overwrite)
+    partial = str(args.out) + ".partial"  # finished layers; a rerun resumes from it
     _, (model, preprocess), size = load_model_spec(args.model, args.weights)
     x, y = _load_data(args, "train", size)
     options = presets.options(args.preset).get(args.distortion, {})
@@ -92,9 +94,11 @@ def _run_rank(args) -> None:
     ranking = deepcorrect.rank(model, x, y, distortion, _levels(args), layers=args.layers,
                                site=args.site, score=args.score, method=args.method,
                                batch_size=args.batch_size, seed=args.seed, preprocess=preprocess,
-                               checkpoint=str(args.out) + ".partial")
-    ranking.save(args.out)
-    Path(str(args.out) + ".partial").unlink(missing_ok=True)
+                               checkpoint=partial)
+    # Rewrite the checkpoint whole, then rename it: the ranking and its checkpoint
+    # never both exist, and never neither.
+    ranking.save(partial)
+    os.replace(partial, args.out)
     for name in ranking.layer_names:
         print(f"{name}: top filters {ranking.order(name)[:8].tolist()}")
     print(f"wrote {args.out}")
