@@ -108,13 +108,43 @@ def _run_wrap(args) -> None:
     import deepcorrect
 
     refuse_existing(args.out, args.overwrite)
-    _, (model, _), _ = load_model_spec(args.model, args.weights)
+    label, (model, preprocess), _ = load_model_spec(args.model, args.weights)
     ranking = _load_ranking(args.ranking, model)
     wrapped = deepcorrect.wrap(model, ranking, beta=args.beta, unit=args.unit, first=args.first,
                                train_head=args.train_head)
+    wrapped = taking_pixels(wrapped, label, preprocess)
     _save(wrapped, args.out)
     trainable = sum(int(np.prod(w.shape)) for w in wrapped.trainable_weights)
     print(f"wrote {args.out} ({trainable:,} trainable parameters)")
+
+
+def taking_pixels(model, label: str, preprocess) -> "keras.Model":
+    """`model` with its `keras.applications` preprocessing as its first layer.
+
+    A model built from a `keras.applications` name expects that family's input
+    convention; the `.keras` files the command line writes take 0..255 pixels
+    instead, so that `train`, `evaluate` and `export` need no preprocessing flag.
+
+    Args:
+        model: The model to save.
+        label: The `--model` it came from (an application name such as
+            "MobileNetV2" or "MobileNet:0.5:160", or a `.keras` file's stem).
+        preprocess: The preprocessing `load_model_spec` returned; None for a
+            `.keras` file, which is then returned unchanged.
+
+    Returns:
+        A model taking 0..255 pixels.
+    """
+    if preprocess is None:
+        return model
+    import keras
+
+    from distort.data import APPLICATIONS
+    from distort.preprocessing import ImagePreprocessing
+
+    inputs = keras.Input(model.input_shape[1:], name="pixels")
+    pixels = ImagePreprocessing(APPLICATIONS[label.split(":")[0]][0], name="preprocessing")(inputs)
+    return keras.Model(inputs, model(pixels), name=model.name)
 
 
 def _load_ranking(path: str, model):
@@ -165,9 +195,9 @@ def _run_finetune(args) -> None:
     refuse_existing(args.out, args.overwrite)
     if args.k != "all" and not args.k.lstrip("-").isdigit():
         raise CLIError(f"--k must be an integer or 'all'. Received: --k {args.k}")
-    _, (model, _), _ = load_model_spec(args.model, args.weights)
+    label, (model, preprocess), _ = load_model_spec(args.model, args.weights)
     k = args.k if args.k == "all" else int(args.k)
-    tuned = deepcorrect.finetune(model, k)
+    tuned = taking_pixels(deepcorrect.finetune(model, k), label, preprocess)
     _save(tuned, args.out)
     trainable = sum(int(np.prod(w.shape)) for w in tuned.trainable_weights)
     print(f"wrote {args.out} ({trainable:,} trainable parameters)")
@@ -181,7 +211,8 @@ def _run_train(args) -> None:
     x, y = _load_data(args, "train", size)
     teacher = None
     if args.teacher:
-        _, (teacher, _), _ = load_model_spec(args.teacher, args.weights)
+        teacher_label, (teacher, teacher_preprocess), _ = load_model_spec(args.teacher, args.weights)
+        teacher = taking_pixels(teacher, teacher_label, teacher_preprocess)
     deepcorrect.train(model, x, None if teacher else y, args.distortion, _levels(args),
                       preset=args.recipe, epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, teacher=teacher, preprocess=preprocess,

@@ -684,6 +684,9 @@ def wrap(
 def correction_units(model: keras.Model) -> dict[str, keras.layers.Layer]:
     """The correction units of a wrapped model, by corrected layer name.
 
+    Units inside nested models (a wrapped model behind a preprocessing layer,
+    as the command line saves it) are found too.
+
     Example:
 
     >>> pretrained = keras.Sequential([keras.Input((8, 8, 3)),
@@ -694,6 +697,6 @@ def correction_units(model: keras.Model) -> dict[str, keras.layers.Layer]:
     suffix = "_unit"
     return {
         layer.name[: -len(suffix)]: layer
-        for layer in model.layers
+        for layer in leaf_layers(model)
         if layer.name.endswith(suffix) and isinstance(layer, CorrectionUnit)
     }

@@ -99,3 +99,22 @@ def test_existing_output_is_refused(tmp_path, base_model):
     proc = cli("finetune", "--model", base_model, "--k", "all", "--out", out)
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
     assert out.read_text() == "keep me"
+
+
+def test_models_saved_from_an_application_take_pixels(tmp_path):
+    """wrap/finetune of a keras.applications model save it with its preprocessing inside."""
+    import keras
+
+    import deepcorrect
+    from deepcorrect.cli import taking_pixels
+    from distort.data import preprocessor
+
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35)
+    wrapped = deepcorrect.wrap(model, {"Conv1": np.arange(16)}, layers=["Conv1"])
+    taking_pixels(wrapped, "MobileNetV2", preprocessor("MobileNetV2")).save(tmp_path / "w.keras")
+    loaded = keras.models.load_model(tmp_path / "w.keras", safe_mode=True)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x / 127.5 - 1.0)), atol=1e-6)
+    assert list(deepcorrect.correction_units(loaded)) == ["Conv1"]
+    assert len(loaded.trainable_weights) == len(wrapped.trainable_weights)
+    assert taking_pixels(wrapped, "w", None) is wrapped  # a .keras file is left as it is
