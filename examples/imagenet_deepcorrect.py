@@ -30,6 +30,7 @@ Usage (from the repository root):
     .venv/bin/python examples/imagenet_deepcorrect.py --out out/imagenet_deepcorrect \\
         --figures docs/figures                       # about an hour on 2 shared CPU cores
     .venv/bin/python examples/imagenet_deepcorrect.py --quick --out out/idc_quick
+    .venv/bin/python examples/imagenet_deepcorrect.py --distortions gaussian_blur  # blur only
     .venv/bin/python examples/imagenet_deepcorrect.py --model model.keras --data photos/
 
 `--model` takes a `keras.applications` name (with `--weights`) or a `.keras`
