@@ -77,6 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser, full: Mapping[str, Any],
     for flag in (f for f in COMMON_FLAGS if f in full):
         parser.add_argument("--" + flag.replace("_", "-"), type=int, default=None,
                             help=f"default {full[flag]} ({quick[flag]} with --quick)")
+    if "train_images" in full:
+        parser.add_argument("--unit-lr", type=float, default=None,
+                            help="initial SGD learning rate of correction units (default: the "
+                                 "demo's, 0.1 as in the paper)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     parser.add_argument("--overwrite", action="store_true",
                         help="discard what an earlier run with other settings left in --out")
@@ -95,6 +99,10 @@ def resolve(args: argparse.Namespace, full: Mapping[str, Any],
     for key in (k for k in COMMON_FLAGS if k in table):
         if int(table[key]) < 1:
             raise CLIError(f"--{key.replace('_', '-')} must be at least 1. Received: {table[key]}")
+    if getattr(args, "unit_lr", None) is not None:  # recorded only when given
+        if not args.unit_lr > 0:
+            raise CLIError(f"--unit-lr must be positive. Received: {args.unit_lr}")
+        table["unit_lr"] = float(args.unit_lr)
     return table
 
 
@@ -153,6 +161,8 @@ class Analysis:
             overrides["repair"] = {"images": s["train_images"], "epochs": s["epochs"],
                                    "batch_size": s["batch_size"],
                                    "decay_every": s.get("decay_every", max(1, s["epochs"] - 1))}
+            if "unit_lr" in s:
+                overrides["repair"]["unit_learning_rate"] = s["unit_lr"]
         self.config = demo.resolve_config("cifar10", quick=bool(args.quick), data=str(args.data),
                                           seed=self.seed, **overrides)
         self.train, self.holdout, self.test = demo.load_data(self.config)
@@ -263,6 +273,14 @@ class Analysis:
                     **{k: trained[k] for k in ("seconds", "trainable", "epochs", "images")}}
 
         return self.cached(f"result/{slug(method['name'])}/{distortion}", compute)
+
+    def budget(self) -> str:
+        """The repair budget every trained method gets, in words."""
+        r = self.config["repair"]
+        return (f"{r['images']} training images, {r['epochs']} epochs, batch {r['batch_size']}, "
+                f"SGD (Nesterov momentum 0.9) at {r['unit_learning_rate']:g} for units and "
+                f"{r['finetune_learning_rate']:g} for fine-tuning, x0.1 after "
+                f"{r['decay_every']} epoch(s); half of every batch distorted at a random level")
 
     def describe(self) -> str:
         """One line: the baseline and the image counts, for reports."""

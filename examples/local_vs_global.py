@@ -142,8 +142,7 @@ def run(args: argparse.Namespace) -> int:
                               ["distortion", "n", "mean_difference", "t", "p"], meta, digits=4)
     plot(results, analysis.distortions, analysis.figure("cifar10_local_vs_global.png"), images)
     parts = [f"# Local vs global ranking, Deepcorr-all{suffix} on CIFAR-10\n\n"
-             f"{analysis.describe()} Both models: {settings['train_images']} training images, "
-             f"{settings['epochs']} epochs, batch {settings['batch_size']}; corrected per layer "
+             f"{analysis.describe()} Both models: {analysis.budget()}; corrected per layer "
              f"in the order {', '.join(ranking.layer_names)}.\n"]
     for d in analysis.distortions:
         parts.append(f"**{d}**\n\n" + an.markdown_table(

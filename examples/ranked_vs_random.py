@@ -190,9 +190,8 @@ def run(args: argparse.Namespace) -> int:
     plot(fig_rows, analysis.distortions, analysis.figure("cifar10_ranked_vs_random.png"),
          images, base)
     parts = [f"# Ranked vs random filters (Deepcorr-1) on CIFAR-10\n\n{analysis.describe()} "
-             f"Every model: {settings['train_images']} training images, {settings['epochs']} "
-             f"epochs, batch {settings['batch_size']}; random: {settings['trials']} seeded draws "
-             "per fraction.\n"]
+             f"Every model: {analysis.budget()}; random: {settings['trials']} seeded draws per "
+             "fraction.\n"]
     for d in analysis.distortions:
         rows = [{"model": "baseline", **an.accuracy_cells(d, base[d])}] + [
             r for r in fig_rows if r["distortion"] == d]

@@ -195,8 +195,7 @@ def run(args: argparse.Namespace) -> int:
                    + ["best avg", "at iteration"], meta)
     plot(curves, analysis.distortions, analysis.figure("cifar10_training_curves.png"), images)
     parts = [f"# Accuracy during training on CIFAR-10\n\n{analysis.describe()} Every model: "
-             f"{settings['train_images']} training images, {settings['epochs']} epochs, batch "
-             f"{settings['batch_size']}; a point every {settings['eval_every']} iterations.\n"]
+             f"{analysis.budget()}; a point every {settings['eval_every']} iterations.\n"]
     for d in analysis.distortions:
         parts.append(f"**{d}** (last point)\n\n" + an.markdown_table(
             [r for r in final if r["distortion"] == d],
