@@ -48,7 +48,9 @@ from distort.cli_common import CLIError, fail_cleanly, load_model_spec, refuse_e
 from distort.data import load_images, preprocessor  # noqa: E402
 from distort.io import atomic_path, atomic_write_text  # noqa: E402
 
-C_GRID = (0.01, 0.1, 1.0, 10.0)
+# C of the linear SVMs, chosen on the validation images. On standardised features of
+# ~1,000 dimensions liblinear converges in seconds for these; C >= 1 took many minutes.
+C_GRID = (0.001, 0.003, 0.01, 0.03)
 
 
 def feature_model(model: keras.Model, layer: str | None = None) -> keras.Model:
@@ -124,7 +126,7 @@ def fit_svm(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, 
 
     best = None
     for c in C_GRID:
-        svm = make_pipeline(StandardScaler(), LinearSVC(C=c, max_iter=5000, random_state=seed))
+        svm = make_pipeline(StandardScaler(), LinearSVC(C=c, max_iter=2000, random_state=seed))
         svm.fit(x, y)
         score = mean_per_class_accuracy(y_val, svm.predict(x_val))
         if best is None or score > best[0]:
