@@ -138,8 +138,11 @@ def plot(curves: dict, distortions: list[str], path: Path, images: int) -> None:
             for row, xkey in enumerate(("iteration", "seconds")):
                 axes[row][col].plot([p[xkey] for p in pts], [p["avg"] for p in pts], style,
                                     marker=".", label=name)
-        for row, xlabel in enumerate(("training iterations", "training seconds (no evaluation)")):
+        for row, xlabel in enumerate(("training iterations",
+                                      "training seconds (no evaluation; log scale above 1 s)")):
             ax = axes[row][col]
+            if row == 1:  # units of very different cost: a log axis keeps all of them visible
+                ax.set_xscale("symlog", linthresh=1.0)
             ax.set_xlabel(xlabel)
             ax.set_ylabel("top-1, average of clean and 6 levels")
             ax.set_title(d)
