@@ -43,6 +43,7 @@ from deepcorrect.surgery import (  # noqa: E402
     conv_layers,
     conv_output_channels,
     correction_units,
+    trainable_parameters,
     wrap,
 )
 from deepcorrect.units import CorrectionUnit  # noqa: E402
@@ -169,9 +170,7 @@ def main() -> None:
         entry = {
             "units_alone_ms": round(1e3 * t_units, 2),
             "units_alone_gflops": round(flops[f"{preset}/units_alone"] / 1e9, 3),
-            "trainable_params": int(
-                sum(np.prod(w.shape) for w in models[f"{preset}/fused"].trainable_weights)
-            ),
+            "trainable_params": trainable_parameters(models[f"{preset}/fused"]),
         }
         for routing in ("fused", "explicit"):
             name = f"{preset}/{routing}"

@@ -4,7 +4,7 @@
 from deepcorrect.baselines import finetune, reinitialized
 from deepcorrect.export import export
 from deepcorrect.layers import GatherChannels, ScatterChannels
-from deepcorrect.surgery import correction_units, wrap
+from deepcorrect.surgery import correction_units, trainable_parameters, wrap
 from deepcorrect.units import UNIT_PRESETS, CorrectionUnit
 
 # Correction-priority ranking (Algorithm 1).

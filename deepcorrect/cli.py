@@ -27,8 +27,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from distort.cli_common import CLIError, fail_cleanly, load_model_spec, refuse_existing
 
 
@@ -114,7 +112,7 @@ def _run_wrap(args) -> None:
                                train_head=args.train_head)
     wrapped = taking_pixels(wrapped, label, preprocess)
     _save(wrapped, args.out)
-    trainable = sum(int(np.prod(w.shape)) for w in wrapped.trainable_weights)
+    trainable = deepcorrect.trainable_parameters(wrapped)
     print(f"wrote {args.out} ({trainable:,} trainable parameters)")
 
 
@@ -199,7 +197,7 @@ def _run_finetune(args) -> None:
     k = args.k if args.k == "all" else int(args.k)
     tuned = taking_pixels(deepcorrect.finetune(model, k), label, preprocess)
     _save(tuned, args.out)
-    trainable = sum(int(np.prod(w.shape)) for w in tuned.trainable_weights)
+    trainable = deepcorrect.trainable_parameters(tuned)
     print(f"wrote {args.out} ({trainable:,} trainable parameters)")
 
 

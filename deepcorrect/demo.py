@@ -35,6 +35,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from deepcorrect.surgery import trainable_parameters
+from distort import presets
 from distort.io import atomic_path, atomic_write_text
 
 # The methods of the demo's table. `kind` picks how a method is made and trained:
@@ -72,8 +74,8 @@ DEMO_PRESETS: dict[str, dict[str, Any]] = {
     },
     "cifar10": {
         "network": "cifar10_quick",
-        "levels": {"gaussian_blur": (0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
-                   "awgn": (5.0, 10.0, 15.0, 20.0, 25.0, 30.0)},
+        "levels": {name: presets.levels("deepcorrect_cifar", name)
+                   for name in ("gaussian_blur", "awgn")},
         "holdout": 5000,
         "baseline": {"images": 45000, "epochs": 8, "batch_size": 128, "learning_rate": 1e-3,
                      "decay_every": 6},
@@ -262,10 +264,6 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _trainable(model) -> int:
-    return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
-
-
 def _save(model, path: Path) -> None:
     with atomic_path(path) as tmp:
         model.save(tmp)
@@ -303,7 +301,7 @@ def train_baseline(config, train, holdout, out: Path, stages: Stages, verbose=1)
     if config.get("model"):  # a given classifier: nothing to train
         model = _given_model(config["model"], train[0].shape[1:])
         _save(model, path)
-        stages.finish("baseline", seconds=None, trainable=_trainable(model), epochs=None,
+        stages.finish("baseline", seconds=None, trainable=trainable_parameters(model), epochs=None,
                       images=None, given=config["model"])
         return model
     cfg = config["baseline"]
@@ -322,7 +320,7 @@ def train_baseline(config, train, holdout, out: Path, stages: Stages, verbose=1)
                    keras.callbacks.BackupAndRestore(str(ckdir), delete_checkpoint=False)])
     seconds = time.time() - start
     _save(model, path)
-    stages.finish("baseline", seconds=seconds, trainable=_trainable(model), epochs=cfg["epochs"],
+    stages.finish("baseline", seconds=seconds, trainable=trainable_parameters(model), epochs=cfg["epochs"],
                   images=int(len(x)), val_accuracy=[float(v) for v in
                                                     history.history.get("val_accuracy", [])])
     return model
@@ -432,7 +430,7 @@ def train_method(method, baseline, ranking, config, train, distortion: str, out:
                               _schedule(lr, cfg["decay_every"]))])
     seconds = time.time() - start
     _save(model, path)
-    stages.finish(key, seconds=seconds, trainable=_trainable(model), epochs=cfg["epochs"],
+    stages.finish(key, seconds=seconds, trainable=trainable_parameters(model), epochs=cfg["epochs"],
                   images=int(len(x)), batch_size=cfg["batch_size"], resumed=resumed)
     return model
 

@@ -681,6 +681,19 @@ def wrap(
     return model
 
 
+def trainable_parameters(model: keras.layers.Layer) -> int:
+    """Number of trainable parameters of a model or layer (the paper's "# params").
+
+    Example:
+
+    >>> pretrained = keras.Sequential([keras.Input((8, 8, 3)),
+    ...                                keras.layers.Conv2D(4, 3, name="c")])
+    >>> trainable_parameters(wrap(pretrained, {"c": [0, 1, 2, 3]}, beta=0.5))  # one 2-channel unit
+    100
+    """
+    return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
+
+
 def correction_units(model: keras.Model) -> dict[str, keras.layers.Layer]:
     """The correction units of a wrapped model, by corrected layer name.
 

@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from deepcorrect.demo import slug  # noqa: E402
 from distort import presets  # noqa: E402
 from distort.cli_common import CLIError  # noqa: E402
 from distort.io import atomic_path, atomic_write_text  # noqa: E402
@@ -113,13 +114,6 @@ def file_digest(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def slug(name: str) -> str:
-    """A file-name-safe version of a method name (the demo's rule)."""
-    from deepcorrect.demo import slug as demo_slug
-
-    return demo_slug(name)
 
 
 class Analysis:
@@ -320,9 +314,11 @@ def random_filter_sets(channels: int, count: int, trials: int, seed: int) -> lis
     return [rng.choice(channels, count, replace=False) for _ in range(int(trials))]
 
 
-def trainable_count(model) -> int:
-    """Number of trainable parameters of a Keras model."""
-    return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
+def write_report(out: Path, text: str) -> None:
+    """Writes `out/report.md` atomically and prints it."""
+    atomic_write_text(out / "report.md", text)
+    print(text)
+    print(f"wrote {out}")
 
 
 def paired_ttest(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:

@@ -164,7 +164,7 @@ def unit_table(model: keras.Model) -> list[dict[str, Any]]:
         rows.append({
             "layer": layer_name,
             "corrected_filters": int(unit.channels),
-            "trainable_params": int(sum(np.prod(w.shape) for w in unit.trainable_weights)),
+            "trainable_params": deepcorrect.trainable_parameters(unit),
             "multiply_adds": int(unit.multiply_adds(height, width)),
         })
     return rows

@@ -198,9 +198,7 @@ def run(args: argparse.Namespace) -> int:
                 images)
     text = (f"# Ideal correction on CIFAR-10\n\n{analysis.describe()} Random: mean of {trials} "
             f"seeded sets.\n\n" + "\n".join(sections))
-    an.atomic_write_text(out / "report.md", text)
-    print(text)
-    print(f"wrote {out}")
+    an.write_report(out, text)
     return 0
 
 

@@ -53,6 +53,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from deepcorrect.surgery import trainable_parameters  # noqa: E402
 from distort.cli_common import CLIError, fail_cleanly  # noqa: E402
 from distort.io import atomic_path, atomic_write_text  # noqa: E402
 
@@ -255,10 +256,6 @@ def multiply_adds(model) -> int:
     return int(total)
 
 
-def trainable_params(model) -> int:
-    return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
-
-
 def unit_rows(model) -> list[dict[str, Any]]:
     """Table 10 style rows for each correction unit of a wrapped model."""
     from deepcorrect import correction_units
@@ -270,7 +267,7 @@ def unit_rows(model) -> list[dict[str, Any]]:
             "layer": name,
             "corrected_filters": unit.channels,
             "of_filters": int(model.get_layer(name).output.shape[-1]),
-            "trainable_params": trainable_params(unit),
+            "trainable_params": trainable_parameters(unit),
             "multiply_adds": unit.multiply_adds(h, w),
             "map": f"{h}x{w}",
         })
@@ -511,7 +508,7 @@ def cost_stage(models, preprocess, images, cfg, out: Path) -> list[dict[str, Any
         units = unit_rows(models[name])
         rows.append({
             "model": name,
-            "trainable_params": 0 if name == "baseline" else trainable_params(models[name]),
+            "trainable_params": 0 if name == "baseline" else trainable_parameters(models[name]),
             "base_multiply_adds": base_madds,
             "unit_multiply_adds": int(sum(u["multiply_adds"] for u in units)),
             "units": units,

@@ -151,9 +151,7 @@ def run(args: argparse.Namespace) -> int:
     parts.append("**Paired t-test, local vs global** (pairs: clean and every level; "
                  "mean_difference = local - global)\n\n" + ttest_md)
     text = "\n".join(parts)
-    an.atomic_write_text(out / "report.md", text)
-    print(text)
-    print(f"wrote {out}")
+    an.write_report(out, text)
     return 0
 
 

@@ -201,9 +201,7 @@ def run(args: argparse.Namespace) -> int:
     parts.append("**Paired t-test, ranked-l vs mean of random-l** (pairs: clean and every "
                  "level)\n\n" + ttest_md)
     text = "\n".join(parts)
-    an.atomic_write_text(out / "report.md", text)
-    print(text)
-    print(f"wrote {out}")
+    an.write_report(out, text)
     return 0
 
 

@@ -36,6 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _analysis as an  # noqa: E402
+from deepcorrect import trainable_parameters  # noqa: E402
+from deepcorrect.demo import slug  # noqa: E402
 from distort.cli_common import fail_cleanly  # noqa: E402
 
 UNITS = ("cw", "lite", "bottleneck", "no_bn")
@@ -104,7 +106,7 @@ def train_with_curve(analysis: an.Analysis, m: dict, ranking, distortion: str) -
 
     cfg = analysis.config["repair"]
     x, y = analysis.train[0][:cfg["images"]], analysis.train[1][:cfg["images"]]
-    key = f"{an.slug(m['name'])}-{distortion}"
+    key = f"{slug(m['name'])}-{distortion}"
 
     def compute() -> dict:
         keras.utils.set_random_seed(analysis.seed)
@@ -121,7 +123,7 @@ def train_with_curve(analysis: an.Analysis, m: dict, ranking, distortion: str) -
                               keras.callbacks.LearningRateScheduler(
                                   deepcorrect.training.step_schedule(lr, 0.1, cfg["decay_every"])),
                               recorder])
-        return {"points": recorder.points, "trainable": an.trainable_count(model),
+        return {"points": recorder.points, "trainable": trainable_parameters(model),
                 "steps_per_epoch": steps, "images": len(x), "epochs": cfg["epochs"]}
 
     return analysis.cached(f"curve/{key}", compute)
@@ -204,9 +206,7 @@ def run(args: argparse.Namespace) -> int:
             [r for r in final if r["distortion"] == d],
             head[1:] + an.level_columns(d) + ["best avg", "at iteration"]))
     text = "\n".join(parts)
-    an.atomic_write_text(out / "report.md", text)
-    print(text)
-    print(f"wrote {out}")
+    an.write_report(out, text)
     return 0
 
 

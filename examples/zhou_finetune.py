@@ -51,6 +51,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _analysis as an  # noqa: E402
+from deepcorrect import trainable_parameters  # noqa: E402
+from deepcorrect.demo import slug  # noqa: E402
 from distort.cli_common import fail_cleanly  # noqa: E402
 from distort.io import atomic_path  # noqa: E402
 
@@ -258,10 +260,10 @@ def run(args: argparse.Namespace) -> int:
                 epochs = settings["epochs"]
             model, seconds = fit_distorted(model, optimizer, schedule, x, y, epochs,
                                            settings["batch_size"], analysis.seed,
-                                           analysis.out / "checkpoints" / an.slug(name),
+                                           analysis.out / "checkpoints" / slug(name),
                                            analysis.verbose)
             return {**evaluate(model), "seconds": seconds, "epochs": epochs,
-                    "trainable": an.trainable_count(model), "images": len(x)}
+                    "trainable": trainable_parameters(model), "images": len(x)}
 
         records[name] = analysis.cached(f"zhou/{name}", compute)
     cols = ["clean"] + [f"{lv:g}" for lv in MAX_LEVELS]
@@ -290,9 +292,7 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(f'{v:g}' for v in MAX_LEVELS)}.\n\n**Top-1 accuracy**\n\n{acc_md}\n"
             f"**Mean variance of the Sobel gradient magnitude of `{feat_name}`** (`original`: "
             f"the no-train model on clean images)\n\n{var_md}")
-    an.atomic_write_text(out / "report.md", text)
-    print(text)
-    print(f"wrote {out}")
+    an.write_report(out, text)
     return 0
 
 
