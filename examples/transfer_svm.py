@@ -11,8 +11,11 @@ images are distorted independently at the same levels.
 Here: for each model and each split, one SVM per distortion is trained on the
 clean plus distorted training features of every level, its C is chosen on the
 validation images, and it is tested on the test images at each level; the
-clean column uses an SVM trained on clean features only. Features are cached
-in `--out/features`, so an interrupted run resumes.
+clean column uses an SVM trained on clean features only. `--distortions-of`
+limits a model to some distortions (a Deepcorr model trained for blur is
+tested on blur only). Features are cached in `--out/features`, so an
+interrupted run resumes; `features/settings.json` records the image selection
+and each label's model, and a run with other settings is refused.
 
 Data is any image folder with class subfolders (or a `labels.csv`) or a
 CIFAR-style `.npz`; images are resized to the model's input size and then
@@ -22,7 +25,8 @@ Usage:
 
     .venv/bin/python examples/transfer_svm.py \\
         --model baseline=MobileNetV2 --weights baseline=../shared/models/mobilenet_v2_1.0_224.weights.h5 \\
-        --model deepcorr=out/imagenet/deepcorr_gaussian_blur.keras --preprocess mobilenet_v2 \\
+        --model deepcorr=out/imagenet_deepcorrect/deepcorr_blur.keras --preprocess mobilenet_v2 \\
+        --distortions-of deepcorr=gaussian_blur \\
         --data ../shared/data/cifar10/cifar10.npz --per-class 60 --out out/transfer
     .venv/bin/python examples/transfer_svm.py ... --quick
 """
@@ -42,6 +46,7 @@ import tensorflow as tf
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+import deepcorrect  # noqa: F401,E402  (registers the correction units for loading)
 import distort  # noqa: E402
 from distort import presets  # noqa: E402
 from distort.cli_common import CLIError, fail_cleanly, load_model_spec, refuse_existing  # noqa: E402
@@ -205,12 +210,13 @@ def evaluate_model(feats: dict[str, np.ndarray], labels: np.ndarray,
 
 
 def markdown(results: dict[str, dict[str, Any]], distortions: list[str], note: str) -> str:
+    """A table of mean ± std over splits; "-" where a model was not run on a distortion."""
     head = "| model | clean | " + " | ".join(f"{d} (avg over levels)" for d in distortions) + " |"
     lines = [note, "", head, "|---" * (2 + len(distortions)) + "|"]
     for label, r in results.items():
         cells = [f"{np.mean(r['clean']):.3f} ± {np.std(r['clean']):.3f}"]
         cells += [f"{np.mean(r[d]['average']):.3f} ± {np.std(r[d]['average']):.3f}"
-                  for d in distortions]
+                  if d in r else "-" for d in distortions]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -223,6 +229,29 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
             raise CLIError(f"{flag} must be LABEL=VALUE. Received: {value}")
         pairs[label] = spec
     return pairs
+
+
+def check_cache(cache: Path, selection: dict[str, Any], models: dict[str, str]) -> None:
+    """Refuses a feature cache made from other images or another model under a label.
+
+    Records `selection` (what picks the images) and each label's model spec in
+    `cache/settings.json`, adding labels that are new.
+
+    Raises:
+        CLIError: if the recorded selection or a recorded label's model differs.
+    """
+    path = cache / "settings.json"
+    recorded = json.loads(path.read_text()) if path.is_file() else {"selection": selection,
+                                                                    "models": {}}
+    if recorded["selection"] != selection:
+        raise CLIError(f"{cache} holds features of other images ({recorded['selection']}); "
+                       f"use another --out. Received: {selection}")
+    for label, spec in models.items():
+        if recorded["models"].setdefault(label, spec) != spec:
+            raise CLIError(f"{cache} holds features of {recorded['models'][label]!r} under "
+                           f"the label {label!r}; use another label or --out. Received: {spec}")
+    cache.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(recorded, indent=2))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -244,6 +273,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--val-per-class", type=int, default=5)
     parser.add_argument("--splits", type=int, default=5, help="random splits (default 5)")
     parser.add_argument("--distortions", nargs="+", default=["gaussian_blur", "awgn"])
+    parser.add_argument("--distortions-of", action="append", default=[],
+                        help="LABEL=NAME[,NAME] test that model on these distortions only; repeat")
     parser.add_argument("--preset", default="deepcorrect_imagenet", help="level preset")
     parser.add_argument("--quick", action="store_true",
                         help="3 classes, 10 images each, 1 split, the first level only")
@@ -274,10 +305,22 @@ def run(args: argparse.Namespace) -> int:
         distortions = {name: levels[:1] for name, levels in distortions.items()}
     models = _pairs(args.model, "--model")
     weights = _pairs(args.weights, "--weights")
-    unknown = set(weights) - set(models)
-    if unknown:
-        raise CLIError(f"--weights names no --model label: {', '.join(sorted(unknown))}")
+    only = {label: names.split(",") for label, names in
+            _pairs(args.distortions_of, "--distortions-of").items()}
+    for flag, given in (("--weights", weights), ("--distortions-of", only)):
+        unknown = set(given) - set(models)
+        if unknown:
+            raise CLIError(f"{flag} names no --model label: {', '.join(sorted(unknown))}")
+    for label, names in only.items():
+        if not set(names) <= set(distortions):
+            raise CLIError(f"--distortions-of {label} must name distortions of --distortions "
+                           f"({', '.join(distortions)}). Received: {','.join(names)}")
     results, cache = {}, out / "features"
+    selection = {k: getattr(args, k) for k in ("data", "split", "classes", "per_class", "seed",
+                                               "layer")}
+    check_cache(cache, selection, {
+        label: f"{spec} weights={weights.get(label)} preprocess={args.preprocess}"
+        for label, spec in models.items()})
     images = labels = None
     for label, spec in models.items():
         _, (model, preprocess), size = load_model_spec(spec, weights.get(label))
@@ -293,13 +336,15 @@ def run(args: argparse.Namespace) -> int:
         sized = resize(images, features.input_shape[1:3])
         feats = {"clean": cached_features(cache, f"{label}_clean",
                                           lambda: extract(features, preprocess, sized))}
-        for name, levels in distortions.items():
+        own = {name: levels for name, levels in distortions.items()
+               if name in only.get(label, distortions)}
+        for name, levels in own.items():
             for lv in levels:
                 def compute(name=name, lv=lv):
                     bad = np.asarray(distort.apply(sized, name, lv, seed=args.seed))
                     return extract(features, preprocess, bad)
                 feats[f"{name}@{lv}"] = cached_features(cache, f"{label}_{name}_{lv:g}", compute)
-        results[label] = evaluate_model(feats, labels, distortions, args.splits,
+        results[label] = evaluate_model(feats, labels, own, args.splits,
                                         args.train_per_class, args.val_per_class, args.seed)
         print(f"{label}: clean {np.mean(results[label]['clean']):.3f}")
     note = (f"Mean per-class accuracy of linear SVMs, mean ± std over {args.splits} splits; "

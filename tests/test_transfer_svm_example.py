@@ -65,3 +65,38 @@ def test_quick_run_on_cifar10_with_a_saved_model(tmp_path):
     assert len(list((tmp_path / "out" / "features").glob("*.npy"))) == 3
     assert transfer_svm.main(argv) == 2  # refuses to overwrite
     assert transfer_svm.main(argv[:1] + ["tiny"] + argv[2:]) == 2  # LABEL=SPEC required
+
+
+def test_feature_cache_refuses_other_images_or_another_model_under_a_label(tmp_path):
+    from distort.cli_common import CLIError
+
+    selection = {"data": "a.npz", "per_class": 40}
+    transfer_svm.check_cache(tmp_path, selection, {"base": "MobileNetV2"})
+    transfer_svm.check_cache(tmp_path, selection, {"base": "MobileNetV2", "dc": "dc.keras"})
+    recorded = json.loads((tmp_path / "settings.json").read_text())
+    assert recorded["models"] == {"base": "MobileNetV2", "dc": "dc.keras"}
+    with pytest.raises(CLIError, match="other images"):
+        transfer_svm.check_cache(tmp_path, {**selection, "per_class": 60}, {})
+    with pytest.raises(CLIError, match="under the label 'dc'"):
+        transfer_svm.check_cache(tmp_path, selection, {"dc": "other.keras"})
+
+
+def test_distortions_of_limits_a_model_to_its_distortions(tmp_path):
+    if not CIFAR10.is_file():
+        pytest.skip("CIFAR-10 not available")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(10)(x)).save(tmp_path / "tiny.keras")
+    out = tmp_path / "out"
+    argv = ["--model", f"a={tmp_path / 'tiny.keras'}", "--model", f"b={tmp_path / 'tiny.keras'}",
+            "--distortions-of", "b=awgn", "--data", str(CIFAR10), "--quick", "--out", str(out)]
+    assert transfer_svm.main(argv) == 0
+    results = json.loads((out / "transfer_svm.json").read_text())["results"]
+    assert set(results["a"]) == {"clean", "gaussian_blur", "awgn"}
+    assert set(results["b"]) == {"clean", "awgn"}
+    assert len(list((out / "features").glob("b_*.npy"))) == 2
+    assert "| b | " in (out / "transfer_svm.md").read_text()
+    # The same labels at another image count would reuse the wrong features: refused.
+    assert transfer_svm.main(argv + ["--overwrite", "--seed", "1"]) == 2
+    assert transfer_svm.main(argv[:4] + ["--distortions-of", "b=jpeg"] + argv[6:]) == 2
