@@ -276,7 +276,7 @@ def run_evaluate(args) -> None:
         batch_size=args.batch_size,
         apply_fn=apply_fn,
     )
-    for key in ("accuracy", "psnr", "ssim"):
+    for key in ("accuracy", "top5", "psnr", "ssim"):
         print(f"\n{key}:\n{format_table(rows, key, 3 if key != 'psnr' else 2)}")
     if args.out:
         refuse_existing(args.out, args.overwrite)

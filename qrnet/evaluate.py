@@ -29,6 +29,7 @@ __all__ = [
     "image_quality",
     "preset_distortions",
     "seconds_per_image",
+    "top_classes",
 ]
 
 # Distortion levels and options. "qrnet" is Section IV-A of the paper (images around 224 px,
@@ -154,13 +155,58 @@ def distort_images(
     return np.concatenate(out) if out else images.copy()
 
 
+def top_classes(
+    classifier: keras.Model,
+    images,
+    preprocessing: Preprocessing = None,
+    k: int = 5,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """The `k` highest-scoring classes of 0..255 images, best first.
+
+    Ties go to the lower class index (as `np.argmax`). Fewer than `k` classes give all of them.
+
+    Args:
+        classifier: a Keras classifier.
+        images: array `(n, h, w, c)` on 0..255.
+        preprocessing: see `qrnet.ClassifierSpec`. Defaults to None (0..255 input).
+        k: int >= 1, classes per image. Defaults to 5.
+        batch_size: images per call. Defaults to 256.
+
+    Returns:
+        int array `(n, min(k, classes))`.
+
+    Example:
+
+    >>> clf = keras.Sequential([keras.Input((2, 2, 1)), keras.layers.Flatten(),
+    ...                         keras.layers.Dense(3)])
+    >>> top_classes(clf, np.zeros((4, 2, 2, 1)), k=2).shape
+    (4, 2)
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1. Received: k={k!r}")
+    prepare = _preprocessing_fn(preprocessing)
+
+    @tf.function(reduce_retracing=True)
+    def run(batch):
+        return classifier(prepare(batch), training=False)
+
+    images = np.asarray(images, dtype="float32")
+    outputs = [
+        np.argsort(-np.asarray(run(tf.constant(images[start : start + batch_size]))), axis=-1,
+                   kind="stable")[:, :k]
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(outputs) if outputs else np.zeros((0, k), "int64")
+
+
 def classify(
     classifier: keras.Model,
     images,
     preprocessing: Preprocessing = None,
     batch_size: int = 256,
 ) -> np.ndarray:
-    """Predicted classes of 0..255 images.
+    """Predicted classes of 0..255 images (the first column of `top_classes`).
 
     Args:
         classifier: a Keras classifier.
@@ -178,18 +224,7 @@ def classify(
     >>> classify(clf, np.zeros((4, 2, 2, 1))).shape
     (4,)
     """
-    prepare = _preprocessing_fn(preprocessing)
-
-    @tf.function(reduce_retracing=True)
-    def run(batch):
-        return classifier(prepare(batch), training=False)
-
-    images = np.asarray(images, dtype="float32")
-    outputs = [
-        np.argmax(np.asarray(run(tf.constant(images[start : start + batch_size]))), axis=-1)
-        for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(outputs) if outputs else np.zeros((0,), "int64")
+    return top_classes(classifier, images, preprocessing, 1, batch_size)[:, 0]
 
 
 def image_quality(images, references) -> tuple[float, float]:
@@ -245,8 +280,9 @@ def evaluate_restoration(
         apply_fn: `apply_fn(images, name, level, seed=...)`; defaults to `distort.apply`.
 
     Returns:
-        A list of rows `{"distortion", "level", "method", "accuracy", "psnr", "ssim", "n"}`,
-        method `"classifier"` for the classifier alone.
+        A list of rows `{"distortion", "level", "method", "accuracy", "top5", "psnr", "ssim",
+        "n"}`, method `"classifier"` for the classifier alone; `accuracy` is top-1 and `top5`
+        counts the label among the 5 best classes (all classes when there are fewer).
 
     Example:
 
@@ -275,14 +311,15 @@ def evaluate_restoration(
         for method, restorer in restorers.items():
             candidates[method] = restore(restorer, distorted, batch_size=min(batch_size, 64))
         for method, candidate in candidates.items():
-            predicted = classify(classifier, candidate, preprocessing, batch_size)
+            top5 = top_classes(classifier, candidate, preprocessing, 5, batch_size)
             psnr, ssim = image_quality(candidate, images)
             rows.append(
                 {
                     "distortion": name,
                     "level": level,
                     "method": method,
-                    "accuracy": float(np.mean(predicted == labels)),
+                    "accuracy": float(np.mean(top5[:, 0] == labels)),
+                    "top5": float(np.mean((top5 == labels[:, None]).any(axis=-1))),
                     "psnr": psnr,
                     "ssim": ssim,
                     "n": int(len(labels)),

@@ -332,8 +332,26 @@ def test_evaluate_restoration_against_independent_accuracy_and_psnr():
         seen = images * (1.0 if row["distortion"] == "clean" else row["level"])
         predicted = np.argmax(np.asarray(classifier(seen / 255.0)), axis=-1)
         assert row["accuracy"] == pytest.approx(np.mean(predicted == labels))
+        assert row["top5"] == 1.0  # 5 classes: the label is always among the best 5
         if row["distortion"] != "clean":
             mse = np.mean((seen - images) ** 2, axis=(1, 2, 3))
             assert row["psnr"] == pytest.approx(np.mean(10 * np.log10(255.0**2 / mse)), rel=1e-4)
     means = average_over_levels(rows)
     assert means["scale"]["same"] == pytest.approx(means["scale"]["classifier"])
+
+
+def test_top_classes_are_the_highest_scores_in_order():
+    from qrnet.evaluate import classify, top_classes
+
+    classifier = _classifier()
+    images = np.random.default_rng(5).uniform(0, 255, (7, SIZE, SIZE, 3)).astype("float32")
+    scores = np.asarray(classifier(images / 255.0))
+    top = top_classes(classifier, images, "unit", k=3, batch_size=3)
+    assert top.shape == (7, 3)
+    for row, best in zip(scores, top):
+        assert set(best) == set(np.argsort(row)[-3:])
+        assert np.all(np.diff(row[best]) <= 0)
+    assert np.array_equal(classify(classifier, images, "unit"), np.argmax(scores, axis=-1))
+    assert top_classes(classifier, images, "unit", k=9).shape == (7, CLASSES)
+    with pytest.raises(ValueError, match="k must be"):
+        top_classes(classifier, images, k=0)
