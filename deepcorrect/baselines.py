@@ -32,6 +32,7 @@ from typing import Union
 import keras
 import numpy as np
 
+from deepcorrect.graph import batch_norms_after
 from deepcorrect.surgery import CONV_LAYER_TYPES, is_model, leaf_layers
 
 LayerCount = Union[int, str]
@@ -64,16 +65,6 @@ def copy_model(model: keras.Model) -> keras.Model:
     copy.set_weights(model.get_weights())
     copy.trainable = True
     return copy
-
-
-def _producer(layer: keras.layers.Layer):
-    """The operation whose output `layer` consumes, or None if ambiguous."""
-    try:
-        tensor = layer.input
-    except (AttributeError, ValueError):
-        return None  # shared layer or never called
-    history = getattr(tensor, "_keras_history", None)
-    return history.operation if history is not None else None
 
 
 def finetune_layer_names(
@@ -116,14 +107,10 @@ def finetune_layer_names(
             f"k must be an integer in [1, {len(convs)}] (the model has "
             f"{len(convs)} conv layers) or 'all'. Received: k={k!r}"
         )
-    chosen = {id(layer) for layer in convs[: int(k)]}
+    chosen = {layer.name for layer in convs[: int(k)]}
     if train_batch_norm:
-        for layer in leaves:
-            if isinstance(layer, keras.layers.BatchNormalization) and id(
-                _producer(layer)
-            ) in chosen:
-                chosen.add(id(layer))
-    return [layer.name for layer in leaves if id(layer) in chosen]
+        chosen.update(batch_norms_after(model, chosen))
+    return [layer.name for layer in leaves if layer.name in chosen]
 
 
 def finetune(

@@ -373,7 +373,8 @@ def build_method(method: Mapping[str, Any], baseline, ranking, config):
     if kind == "deepcorrect":
         return deepcorrect.wrap(baseline, ranking, beta=method.get("beta", 0.5),
                                 unit=method.get("unit", "cw"), first=method.get("first"),
-                                train_head=method.get("train_head", 0))
+                                train_head=method.get("train_head", 0),
+                                train_batch_norm=method.get("train_batch_norm", False))
     if kind == "restorer":
         import qrnet
 

@@ -212,3 +212,46 @@ def leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
         if isinstance(call.operation, keras.layers.Layer):
             found.setdefault(id(call.operation), call.operation)
     return list(found.values())
+
+
+def batch_norms_after(model: keras.Model, layer_names: Any) -> list[str]:
+    """Names of the `BatchNormalization` layers that read one of `layer_names` directly.
+
+    These are the batch norms that normalise a conv layer's output: the ones
+    Finetune-k trains with its conv layers, and the ones the original
+    DeepCorrect CIFAR code trained with the correction units.
+
+    Args:
+        model: a Functional or Sequential model (nested models are expanded).
+        layer_names: names of the producing layers.
+
+    Returns:
+        The batch norm names, in graph order, each once.
+
+    Example:
+
+    >>> m = keras.Sequential([keras.Input((8, 8, 3)),
+    ...                       keras.layers.Conv2D(4, 3, name="c1"),
+    ...                       keras.layers.BatchNormalization(name="bn1"),
+    ...                       keras.layers.Conv2D(4, 3, name="c2"),
+    ...                       keras.layers.BatchNormalization(name="bn2")])
+    >>> batch_norms_after(m, ["c2"])
+    ['bn2']
+    """
+    names = set(layer_names)
+    calls = flatten(model).calls
+    produced = {
+        key
+        for call in calls
+        if isinstance(call.operation, keras.layers.Layer) and call.operation.name in names
+        for key in call.outputs
+    }
+    found: dict[str, None] = {}
+    for call in calls:
+        if (
+            isinstance(call.operation, keras.layers.BatchNormalization)
+            and call.inputs
+            and call.inputs[0] in produced
+        ):
+            found[call.operation.name] = None
+    return list(found)

@@ -47,7 +47,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import keras
 import numpy as np
 
-from deepcorrect.graph import flatten, leaf_layers
+from deepcorrect.graph import batch_norms_after, flatten, leaf_layers
 from deepcorrect.graph import is_graph_model as is_model
 from deepcorrect.layers import GatherChannels, ScatterChannels, validate_channel_indices
 from deepcorrect.units import CorrectionUnit, check_preset
@@ -599,6 +599,7 @@ def wrap(
     first: int | None = None,
     kernel_size: int | Mapping[str, int] = 3,
     train_head: int = 0,
+    train_batch_norm: bool = False,
     fused: bool = True,
 ) -> keras.Model:
     """Adds DeepCorrect correction units to a pretrained model.
@@ -636,6 +637,12 @@ def wrap(
             Defaults to 3 (the paper uses 5 for AlexNet's conv1).
         train_head: also train the last `train_head` conv/dense layers of the
             pretrained model (Deepcorr-kc). Defaults to 0.
+        train_batch_norm: also train the `BatchNormalization` layer directly
+            after each corrected conv, as the original CIFAR code did. A
+            trainable batch norm normalises with the statistics of each batch
+            during training, so it absorbs shifts in scale that a unit causes
+            instead of amplifying them (a frozen one divides by its moving
+            standard deviation). Defaults to False: only the units train.
         fused: how corrected channels are routed. True (the default): each
             preset unit reads the conv's full output and folds the gather and
             scatter into its first and last 1x1 convs (zero-padded kernels,
@@ -672,12 +679,14 @@ def wrap(
         first=first,
         kernel_size=kernel_size,
     )
-    heads = set(head_layer_names(pretrained, train_head))
+    trained = set(head_layer_names(pretrained, train_head))
+    if train_batch_norm:
+        trained.update(batch_norms_after(pretrained, [c.layer_name for c in plan]))
     rewriter = GraphRewriter({c.layer_name: c for c in plan}, fused=fused)
     model = rewriter.rebuild(pretrained)
     for layer in model.layers:
         if layer.name in rewriter.originals:  # a copy of a pretrained layer
-            layer.trainable = layer.name in heads
+            layer.trainable = layer.name in trained
     return model
 
 

@@ -82,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser, full: Mapping[str, Any],
         parser.add_argument("--unit-lr", type=float, default=None,
                             help="initial SGD learning rate of correction units (default: the "
                                  "demo's, 0.1 as in the paper)")
+        parser.add_argument("--unit-bn", action="store_true",
+                            help="also train the batch norm after each corrected conv (it then "
+                                 "normalises with batch statistics), as the original CIFAR code")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     parser.add_argument("--overwrite", action="store_true",
                         help="discard what an earlier run with other settings left in --out")
@@ -104,6 +107,8 @@ def resolve(args: argparse.Namespace, full: Mapping[str, Any],
         if not args.unit_lr > 0:
             raise CLIError(f"--unit-lr must be positive. Received: {args.unit_lr}")
         table["unit_lr"] = float(args.unit_lr)
+    if getattr(args, "unit_bn", False):  # recorded only when given
+        table["unit_bn"] = True
     return table
 
 
@@ -259,8 +264,12 @@ class Analysis:
         """
         from deepcorrect import demo
 
+        method = dict(method)
+        if method["kind"] == "deepcorrect" and self.settings.get("unit_bn"):
+            method["train_batch_norm"] = True
+
         def compute() -> dict:
-            model = demo.train_method(dict(method), self.model, ranks, self.config, self.train,
+            model = demo.train_method(method, self.model, ranks, self.config, self.train,
                                       distortion, self.out, self.stages, verbose=self.verbose)
             trained = self.stages.record(f"train/{slug(method['name'])}/{distortion}")
             return {"accuracy": self.accuracy(model, distortion),
@@ -274,7 +283,9 @@ class Analysis:
         return (f"{r['images']} training images, {r['epochs']} epochs, batch {r['batch_size']}, "
                 f"SGD (Nesterov momentum 0.9) at {r['unit_learning_rate']:g} for units and "
                 f"{r['finetune_learning_rate']:g} for fine-tuning, x0.1 after "
-                f"{r['decay_every']} epoch(s); half of every batch distorted at a random level")
+                f"{r['decay_every']} epoch(s); half of every batch distorted at a random level"
+                + ("; the batch norm after each corrected conv trains with the units"
+                   if self.settings.get("unit_bn") else ""))
 
     def describe(self) -> str:
         """One line: the baseline and the image counts, for reports."""

@@ -214,12 +214,16 @@ def test_local_vs_global_corrects_the_chosen_filters(baseline, rankings, tmp_pat
 
     lvg = load_example("local_vs_global")
     out = tmp_path / "lvg"
-    assert lvg.main(tiny_budget(baseline, rankings, out)) == 0
+    assert lvg.main(tiny_budget(baseline, rankings, out) + ["--unit-bn"]) == 0
     chosen = lvg.local_and_global(Ranking.load(rankings / "gaussian_blur.json"))
     for name in ("local", "global"):
         model = keras.models.load_model(out / "models" / f"{name}-gaussian_blur.keras")
         units = {k: sorted(u.channel_indices) for k, u in correction_units(model).items()}
         assert units == {k: sorted(v) for k, v in chosen[name].items()}
+        # --unit-bn: the batch norm after each corrected conv trained with the units.
+        bns = [l.name for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+        assert {n for n in bns if model.get_layer(n).trainable} == {
+            n for n in bns if n.replace("bn", "conv") in units}
     rows = {r["ranking"]: r for r in json.loads((out / "local_vs_global.json").read_text())["rows"]}
     assert rows["local"]["total"] == rows["global"]["total"] == 64
     cols = ["clean"] + [f"{lv:g}" for lv in distort.presets.levels("deepcorrect_cifar",

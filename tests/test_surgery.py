@@ -305,6 +305,21 @@ def test_train_head_makes_the_last_layers_trainable():
     assert owners == {"conv1_unit", "conv2", "logits"}
 
 
+def test_train_batch_norm_trains_the_batch_norm_after_each_corrected_conv():
+    pretrained = functional_bn_cnn()
+    wrapped = wrap(pretrained, random_ranks(pretrained), layers=["conv1"], train_batch_norm=True)
+    owners = {w.path.split("/")[0] for w in wrapped.trainable_weights}
+    assert owners == {"conv1_unit", "bn1"}  # not bn2: conv2 is not corrected
+    # A trainable BN normalises with batch statistics in training: its moving mean
+    # moves after one step, and the frozen bn2's stays bit for bit.
+    before = {n: wrapped.get_layer(n).moving_mean.numpy().copy() for n in ("bn1", "bn2")}
+    wrapped.compile(optimizer=keras.optimizers.SGD(0.0),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    wrapped.train_on_batch(images(pretrained, count=4), np.array([0, 1, 2, 3]))
+    assert np.abs(wrapped.get_layer("bn1").moving_mean.numpy() - before["bn1"]).max() > 0
+    np.testing.assert_array_equal(wrapped.get_layer("bn2").moving_mean.numpy(), before["bn2"])
+
+
 def test_first_k_and_per_layer_options():
     pretrained = functional_bn_cnn()
     wrapped = wrap(
