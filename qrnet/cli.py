@@ -28,48 +28,17 @@ import numpy as np
 from distort.cli_common import CLIError, fail_cleanly, refuse_existing
 from distort.io import atomic_dir, atomic_path, atomic_write_text
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
 # --- Inputs -------------------------------------------------------------------------------
 
 
-def _load_npz(path: Path, split: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    from distort.data import read_npz
-
-    data = read_npz(path)
-    for images_key, labels_key in ((f"x_{split}", f"y_{split}"), ("x", "y"), ("images", "labels")):
-        if images_key in data:
-            return data[images_key], data.get(labels_key)
-    raise CLIError(f"{path} has no array x_{split}, x or images. Found: {', '.join(data)}")
-
-
 def load_data(path: str, split: str = "train", image_size: int = 224, limit: int | None = None):
-    """Reads `(images, labels)` from an `.npz` file, an image folder or one image file."""
-    source = Path(path)
-    if source.is_dir():
-        from distort import data
+    """`distort.data.load_images`, with its errors reported against `--data`."""
+    from distort.data import load_images
 
-        folder = data.load_image_folder(source, size=image_size, limit=limit)
-        images, labels = folder.images, folder.labels
-    elif source.suffix == ".npz":
-        if not source.is_file():
-            raise CLIError(f"data file not found: {source}")
-        images, labels = _load_npz(source, split)
-    elif source.suffix.lower() in IMAGE_SUFFIXES:
-        from distort import data
-
-        images, labels = data.read_image(source)[None], None
-    else:
-        raise CLIError(f"--data must be an .npz file, an image or a folder. Received: {path}")
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4:
-        raise CLIError(f"images must be (n, h, w, c). Received shape {images.shape} from {path}")
-    if limit is not None:
-        images = images[:limit]
-        labels = None if labels is None else labels[:limit]
-    return images, (None if labels is None else np.asarray(labels).reshape(-1).astype("int64"))
+    try:
+        return load_images(path, split=split, size=image_size, limit=limit)
+    except ValueError as e:
+        raise CLIError(f"--data: {e}") from None
 
 
 def _load_restorer(path: str, flag: str = "--model"):
@@ -217,6 +186,8 @@ def _read_inputs(path: Path, key: str | None):
         if chosen not in data:
             raise CLIError(f"--key {chosen!r} not in {path}. Found: {', '.join(data)}")
         return data[chosen], None
+    from distort.data import IMAGE_SUFFIXES
+
     files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
     if not files or not files[0].is_file():
         raise CLIError(f"no images found at {path}")

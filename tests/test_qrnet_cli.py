@@ -124,7 +124,7 @@ def test_export_writes_savedmodels_that_match_keras(workspace):
     "argv, message",
     [
         (["restore", "--model", "missing.keras", "--input", "x.npz", "--output", "y.npz"], "model file not found"),
-        (["train", "--data", "nowhere.npz", "--out", "o"], "data file not found"),
+        (["train", "--data", "nowhere.npz", "--out", "o"], "--data: path does not exist"),
         (["train", "--data", "x.npz", "--out", "o", "--distortion", "awgn"], "expected NAME=LEVEL"),
         (["evaluate", "--data", "x.npz"], "the following arguments are required: --classifier"),
     ],
