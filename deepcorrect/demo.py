@@ -374,7 +374,8 @@ def build_method(method: Mapping[str, Any], baseline, ranking, config):
         return deepcorrect.wrap(baseline, ranking, beta=method.get("beta", 0.5),
                                 unit=method.get("unit", "cw"), first=method.get("first"),
                                 train_head=method.get("train_head", 0),
-                                train_batch_norm=method.get("train_batch_norm", False))
+                                train_batch_norm=method.get("train_batch_norm", False),
+                                site=method.get("site", "conv"))
     if kind == "restorer":
         import qrnet
 
@@ -735,6 +736,8 @@ def _describe(method) -> str:
         layers = "every conv layer" if method.get("first") is None else \
             f"the first {method['first']} conv layers"
         extra = f", plus the last {method['train_head']} layers" if method.get("train_head") else ""
+        if method.get("site") == "batch_norm":
+            extra += ", each unit after the conv's batch norm"
         return (f"{method['name']} ({method.get('unit', 'cw')} units on the top "
                 f"{method.get('beta', 0.5):g} of the filters of {layers}{extra})")
     if kind == "restorer":

@@ -590,6 +590,10 @@ def head_layer_names(model: keras.Model, count: int) -> list[str]:
     return heads[len(heads) - int(count) :]
 
 
+# Where `wrap` splices a unit: the conv's output or its batch norm's output.
+UNIT_SITES = ("conv", "batch_norm")
+
+
 def wrap(
     pretrained: keras.Model,
     ranks: Any,
@@ -600,6 +604,7 @@ def wrap(
     kernel_size: int | Mapping[str, int] = 3,
     train_head: int = 0,
     train_batch_norm: bool = False,
+    site: str = "conv",
     fused: bool = True,
 ) -> keras.Model:
     """Adds DeepCorrect correction units to a pretrained model.
@@ -643,6 +648,12 @@ def wrap(
             during training, so it absorbs shifts in scale that a unit causes
             instead of amplifying them (a frozen one divides by its moving
             standard deviation). Defaults to False: only the units train.
+        site: where each unit reads and writes. `"conv"` (the default, as the
+            paper's CIFAR code): the conv layer's own output, before its batch
+            norm. `"batch_norm"`: the output of the `BatchNormalization`
+            directly after the conv (normalised activations, before the
+            activation), so a frozen batch norm does not rescale what the unit
+            changes; convs without one keep the `"conv"` site.
         fused: how corrected channels are routed. True (the default): each
             preset unit reads the conv's full output and folds the gather and
             scatter into its first and last 1x1 convs (zero-padded kernels,
@@ -682,7 +693,14 @@ def wrap(
     trained = set(head_layer_names(pretrained, train_head))
     if train_batch_norm:
         trained.update(batch_norms_after(pretrained, [c.layer_name for c in plan]))
-    rewriter = GraphRewriter({c.layer_name: c for c in plan}, fused=fused)
+    if site not in UNIT_SITES:
+        raise ValueError(f"site must be one of {UNIT_SITES}. Received: site={site!r}")
+    sites = {c.layer_name: c.layer_name for c in plan}
+    if site == "batch_norm":
+        for c in plan:
+            sites[c.layer_name] = next(iter(batch_norms_after(pretrained, [c.layer_name])),
+                                       c.layer_name)
+    rewriter = GraphRewriter({sites[c.layer_name]: c for c in plan}, fused=fused)
     model = rewriter.rebuild(pretrained)
     for layer in model.layers:
         if layer.name in rewriter.originals:  # a copy of a pretrained layer

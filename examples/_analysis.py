@@ -85,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser, full: Mapping[str, Any],
         parser.add_argument("--unit-bn", action="store_true",
                             help="also train the batch norm after each corrected conv (it then "
                                  "normalises with batch statistics), as the original CIFAR code")
+        parser.add_argument("--unit-site", choices=("conv", "batch_norm"), default=None,
+                            help="where units read and write: the conv output (default, as the "
+                                 "paper) or the output of the batch norm after it")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     parser.add_argument("--overwrite", action="store_true",
                         help="discard what an earlier run with other settings left in --out")
@@ -109,6 +112,8 @@ def resolve(args: argparse.Namespace, full: Mapping[str, Any],
         table["unit_lr"] = float(args.unit_lr)
     if getattr(args, "unit_bn", False):  # recorded only when given
         table["unit_bn"] = True
+    if getattr(args, "unit_site", None) is not None:
+        table["unit_site"] = args.unit_site
     return table
 
 
@@ -265,8 +270,9 @@ class Analysis:
         from deepcorrect import demo
 
         method = dict(method)
-        if method["kind"] == "deepcorrect" and self.settings.get("unit_bn"):
-            method["train_batch_norm"] = True
+        if method["kind"] == "deepcorrect":
+            method["train_batch_norm"] = bool(self.settings.get("unit_bn"))
+            method["site"] = self.settings.get("unit_site", "conv")
 
         def compute() -> dict:
             model = demo.train_method(method, self.model, ranks, self.config, self.train,
@@ -285,7 +291,9 @@ class Analysis:
                 f"{r['finetune_learning_rate']:g} for fine-tuning, x0.1 after "
                 f"{r['decay_every']} epoch(s); half of every batch distorted at a random level"
                 + ("; the batch norm after each corrected conv trains with the units"
-                   if self.settings.get("unit_bn") else ""))
+                   if self.settings.get("unit_bn") else "")
+                + ("; units sit after the batch norm that follows each corrected conv"
+                   if self.settings.get("unit_site") == "batch_norm" else ""))
 
     def describe(self) -> str:
         """One line: the baseline and the image counts, for reports."""

@@ -64,6 +64,10 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=str(ROOT / "out" / "cifar10_deepcorrect"),
                         help="output folder (table.md, report.md, figures, cached stages)")
     parser.add_argument("--quick", action="store_true", help="a few hundred images, one epoch")
+    parser.add_argument("--unit-site", choices=("conv", "batch_norm"), default="batch_norm",
+                        help="where the Deepcorr units sit: after each conv's batch norm (the "
+                             "default; see docs/RESULTS.md) or on the conv output itself (the "
+                             "paper's site, which a frozen Keras 3 batch norm amplifies)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true",
                         help="discard an earlier run in --out and start afresh")
@@ -74,7 +78,9 @@ def config_for(args) -> dict:
     """The demo's CIFAR-10 configuration with the paper's rows (and `--model`)."""
     from deepcorrect import demo
 
-    overrides = {"methods": PAPER_METHODS}
+    methods = [dict(m, site=args.unit_site) if m["kind"] == "deepcorrect" else m
+               for m in PAPER_METHODS]
+    overrides = {"methods": methods}
     if args.model is not None:
         overrides["model"] = str(args.model)
     return demo.resolve_config("cifar10", quick=args.quick, data=args.data, seed=args.seed,

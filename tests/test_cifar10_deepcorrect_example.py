@@ -18,7 +18,7 @@ def test_help_lists_the_options():
     proc = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
                           cwd=REPO, timeout=120)
     assert proc.returncode == 0
-    for option in ("--quick", "--data", "--model", "--out"):
+    for option in ("--quick", "--data", "--model", "--out", "--unit-site"):
         assert option in proc.stdout
 
 
@@ -46,6 +46,11 @@ def test_quick_run_writes_every_row(tmp_path):
     assert (stages["train/deepcorr-all-c/awgn"]["trainable"]
             > stages["train/deepcorr-all/awgn"]["trainable"]
             > stages["train/deepcorr-1/awgn"]["trainable"] > 0)
+    # --unit-site batch_norm (the default): the units read the batch norm after the conv.
+    import keras
+
+    model = keras.models.load_model(out / "models" / "deepcorr-1-awgn.keras")
+    assert model.get_layer("conv1_unit").input._keras_history.operation.name == "bn1"
     table = (out / "table.md").read_text()
     assert all(f"| {n} |" in table for n in names)
     assert np.isfinite(results["seconds"])

@@ -320,6 +320,24 @@ def test_train_batch_norm_trains_the_batch_norm_after_each_corrected_conv():
     np.testing.assert_array_equal(wrapped.get_layer("bn2").moving_mean.numpy(), before["bn2"])
 
 
+def test_batch_norm_site_puts_the_unit_after_the_batch_norm():
+    pretrained = functional_bn_cnn()
+    x = images(pretrained, count=4)
+    wrapped = wrap(pretrained, random_ranks(pretrained), layers=["conv1", "conv2"],
+                   site="batch_norm")
+    np.testing.assert_allclose(wrapped.predict(x, verbose=0), pretrained.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)  # identity at the start
+
+    def producer(name):
+        return wrapped.get_layer(name).input._keras_history.operation.name
+
+    assert producer("bn1") == "conv1" and producer("conv1_unit") == "bn1"
+    assert producer("relu1") == "conv1_unit"
+    assert producer("bn2") == "conv2" and producer("conv2_unit") == "bn2"
+    with pytest.raises(ValueError, match=r"site must be one of \('conv', 'batch_norm'\)"):
+        wrap(pretrained, random_ranks(pretrained), site="relu")
+
+
 def test_first_k_and_per_layer_options():
     pretrained = functional_bn_cnn()
     wrapped = wrap(
