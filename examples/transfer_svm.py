@@ -53,9 +53,8 @@ from distort.cli_common import CLIError, fail_cleanly, load_model_spec, refuse_e
 from distort.data import load_images, preprocessor  # noqa: E402
 from distort.io import atomic_path, atomic_write_text  # noqa: E402
 
-# C of the linear SVMs, chosen on the validation images. On standardised features of
-# ~1,000 dimensions liblinear converges in seconds for these; C >= 1 took many minutes.
-C_GRID = (0.001, 0.003, 0.01, 0.03)
+# C of the linear SVMs, one per decade, chosen on the validation images.
+C_GRID = (0.0001, 0.001, 0.01, 0.1, 1.0)
 
 
 def feature_model(model: keras.Model, layer: str | None = None) -> keras.Model:
@@ -123,15 +122,20 @@ def mean_per_class_accuracy(labels: np.ndarray, predictions: np.ndarray) -> floa
     return float(np.mean([np.mean(predictions[labels == c] == c) for c in np.unique(labels)]))
 
 
-def fit_svm(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, seed: int):
-    """A standardised linear SVM, C chosen from `C_GRID` on the validation set."""
+def fit_svm(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray):
+    """A standardised linear SVM, C chosen from `C_GRID` on the validation set.
+
+    libsvm's linear kernel (one-vs-one) rather than liblinear (one-vs-rest): on
+    1,750 standardised 1280-d features it fits in about a second, where
+    liblinear took 20 to 80 s per C on the shared CPU.
+    """
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import LinearSVC
+    from sklearn.svm import SVC
 
     best = None
     for c in C_GRID:
-        svm = make_pipeline(StandardScaler(), LinearSVC(C=c, max_iter=2000, random_state=seed))
+        svm = make_pipeline(StandardScaler(), SVC(kernel="linear", C=c))
         svm.fit(x, y)
         score = mean_per_class_accuracy(y_val, svm.predict(x_val))
         if best is None or score > best[0]:
@@ -192,14 +196,14 @@ def evaluate_model(feats: dict[str, np.ndarray], labels: np.ndarray,
         part = split(labels, train, val, seed + s)
         tr, va, te = part["train"], part["val"], part["test"]
         clean = feats["clean"]
-        svm = fit_svm(clean[tr], labels[tr], clean[va], labels[va], seed)
+        svm = fit_svm(clean[tr], labels[tr], clean[va], labels[va])
         result["clean"].append(mean_per_class_accuracy(labels[te], svm.predict(clean[te])))
         for name, levels in distortions.items():
             keys = ["clean"] + [f"{name}@{lv}" for lv in levels]
             x_tr = np.concatenate([feats[k][tr] for k in keys])
             x_va = np.concatenate([feats[k][va] for k in keys])
             y_tr, y_va = np.tile(labels[tr], len(keys)), np.tile(labels[va], len(keys))
-            svm = fit_svm(x_tr, y_tr, x_va, y_va, seed)
+            svm = fit_svm(x_tr, y_tr, x_va, y_va)
             scores = []
             for lv in levels:
                 x_te = feats[f"{name}@{lv}"][te]
