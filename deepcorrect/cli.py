@@ -109,7 +109,7 @@ def _run_wrap(args) -> None:
     label, (model, preprocess), _ = load_model_spec(args.model, args.weights)
     ranking = _load_ranking(args.ranking, model)
     wrapped = deepcorrect.wrap(model, ranking, beta=args.beta, unit=args.unit, first=args.first,
-                               train_head=args.train_head)
+                               train_head=args.train_head, site=args.site)
     wrapped = taking_pixels(wrapped, label, preprocess)
     _save(wrapped, args.out)
     trainable = deepcorrect.trainable_parameters(wrapped)
@@ -305,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", default="cw", help="unit preset: cw, lite, bottleneck, no_bn")
     p.add_argument("--first", type=int, default=None, help="correct only the first k ranked conv layers")
     p.add_argument("--train-head", type=int, default=0, help="also train the last k layers (Deepcorr-kc)")
+    p.add_argument("--site", choices=("conv", "batch_norm"), default="conv",
+                   help="units on the conv output (default) or after the batch norm that follows it")
     p.add_argument("--out", required=True, help="output .keras file")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=_run_wrap)

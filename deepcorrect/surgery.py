@@ -611,7 +611,8 @@ def wrap(
 
     For each chosen conv layer, the `beta * N` top-ranked output channels are
     gathered, corrected by a `CorrectionUnit` and scattered back to their
-    positions, before the layer's batch norm and activation. Every pretrained
+    positions, before the layer's batch norm and activation (after the batch
+    norm with `site="batch_norm"`). Every pretrained
     layer is frozen (`trainable=False`; in Keras 3 a frozen
     `BatchNormalization` also runs in inference mode, with its moving
     statistics, during training); only the units are trainable, plus the last

@@ -43,6 +43,12 @@ def test_rank_wrap_finetune_train_evaluate_export(tmp_path, base_model):
     proc = cli("wrap", "--model", base_model, "--ranking", ranking, "--beta", 0.5, "--out", wrapped)
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert "trainable parameters" in proc.stdout
+    after_bn = tmp_path / "after_bn.keras"
+    proc = cli("wrap", "--model", base_model, "--ranking", ranking, "--site", "batch_norm",
+               "--out", after_bn)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    unit = keras.models.load_model(after_bn, safe_mode=True).get_layer("conv1_unit")
+    assert unit.input._keras_history.operation.name == "bn1"
 
     tuned = tmp_path / "tuned.keras"
     assert cli("finetune", "--model", base_model, "--k", 1, "--out", tuned).returncode == 0
