@@ -68,6 +68,11 @@ def parse_args(argv=None):
                         help="where the Deepcorr units sit: after each conv's batch norm (the "
                              "default; see docs/RESULTS.md) or on the conv output itself (the "
                              "paper's site, which a frozen Keras 3 batch norm amplifies)")
+    parser.add_argument("--repair-images", type=int, default=None,
+                        help="training images of every repair method (default 10000)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of every repair method (default 3); the rate drops x0.1 "
+                             "before the last epoch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true",
                         help="discard an earlier run in --out and start afresh")
@@ -75,12 +80,24 @@ def parse_args(argv=None):
 
 
 def config_for(args) -> dict:
-    """The demo's CIFAR-10 configuration with the paper's rows (and `--model`)."""
+    """The demo's CIFAR-10 configuration with the paper's rows (and `--model`, the budget)."""
     from deepcorrect import demo
+    from distort.cli_common import CLIError
 
     methods = [dict(m, site=args.unit_site) if m["kind"] == "deepcorrect" else m
                for m in PAPER_METHODS]
     overrides = {"methods": methods}
+    repair = {}
+    for flag, key in (("repair_images", "images"), ("epochs", "epochs")):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < 1:
+                raise CLIError(f"--{flag.replace('_', '-')} must be at least 1. Received: {value}")
+            repair[key] = value
+    if "epochs" in repair:
+        repair["decay_every"] = max(1, repair["epochs"] - 1)
+    if repair:
+        overrides["repair"] = repair
     if args.model is not None:
         overrides["model"] = str(args.model)
     return demo.resolve_config("cifar10", quick=args.quick, data=args.data, seed=args.seed,

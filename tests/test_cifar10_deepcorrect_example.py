@@ -54,3 +54,21 @@ def test_quick_run_writes_every_row(tmp_path):
     table = (out / "table.md").read_text()
     assert all(f"| {n} |" in table for n in names)
     assert np.isfinite(results["seconds"])
+
+
+def test_budget_flags_set_every_methods_budget():
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import cifar10_deepcorrect as example
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+    from distort.cli_common import CLIError
+
+    config = example.config_for(example.parse_args(["--repair-images", "5000", "--epochs", "2"]))
+    assert config["repair"]["images"] == 5000 and config["repair"]["epochs"] == 2
+    assert config["repair"]["decay_every"] == 1  # x0.1 before the last epoch
+    assert config["repair"]["batch_size"] == 128  # the rest of the budget is the preset's
+    sites = {m.get("site") for m in config["methods"] if m["kind"] == "deepcorrect"}
+    assert sites == {"batch_norm"}
+    with pytest.raises(CLIError, match="--repair-images must be at least 1. Received: 0"):
+        example.config_for(example.parse_args(["--repair-images", "0"]))
