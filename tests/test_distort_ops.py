@@ -168,6 +168,48 @@ def test_random_blurs_use_one_kernel_per_image(photos, name, level, make):
         np.testing.assert_allclose(y[i], np.clip(ref, 0, 255), atol=2e-3)
 
 
+# SciPy's border names (ours) -> NumPy's.
+NUMPY_PAD_MODES = {"reflect": "symmetric", "mirror": "reflect", "nearest": "edge",
+                   "constant": "constant"}
+
+
+@pytest.mark.parametrize("border", sorted(NUMPY_PAD_MODES))
+@pytest.mark.parametrize("rows, cols", [((2, 3), (4, 0)), ((9, 1), (0, 12))])  # wider than 5x7
+def test_pad_matches_numpy(border, rows, cols):
+    x = np.arange(2 * 5 * 7 * 3, dtype=np.uint8).reshape(2, 5, 7, 3)
+    want = np.pad(x, [(0, 0), rows, cols, (0, 0)], mode=NUMPY_PAD_MODES[border])
+    np.testing.assert_array_equal(distort.ops.pad(tf.constant(x), rows, cols, border).numpy(), want)
+
+
+def dense_per_image(x: np.ndarray, stack: np.ndarray, border: str) -> np.ndarray:
+    """Image i convolved with the whole of `stack[i]`: one dense depthwise convolution each."""
+    half = stack.shape[1] // 2
+    padded = np.pad(x.astype(np.float32), [(0, 0), (half, half), (half, half), (0, 0)],
+                    mode=NUMPY_PAD_MODES[border])
+    flipped = np.tile(stack[:, ::-1, ::-1, None, None], [1, 1, 1, x.shape[-1], 1])
+    return np.concatenate([
+        tf.nn.depthwise_conv2d(padded[i : i + 1], k, [1, 1, 1, 1], "VALID").numpy()
+        for i, k in enumerate(flipped)
+    ])
+
+
+@pytest.mark.parametrize("border", ["reflect", "constant", "mirror", "nearest"])
+def test_sparse_per_image_kernels_equal_the_dense_convolution(photos, border):
+    # Per-image kernels run only over a window placed around each kernel's own nonzero taps
+    # (3x2 of 9x9 here, at a different offset for each kernel); the outputs must be those
+    # of the whole kernels.
+    stack = np.stack([kernels.random_walk(4, seed=s) for s in range(4)])
+    stack[3] = 0
+    stack[3, 0, 7:] = 0.5  # in a corner: its window is pushed back inside the kernel
+    window, rows, cols = distort.ops._crop_kernels(stack[:, ::-1, ::-1])
+    assert window.shape[1:] == (3, 2) and len(set(rows)) > 1 and len(set(cols)) > 1
+    dense = np.clip(dense_per_image(photos, stack, border), 0, 255)
+    got = distort.ops._convolve_sparse(tf.constant(photos, tf.float32), stack, border).numpy()
+    np.testing.assert_allclose(got, dense, rtol=0, atol=1e-4)
+    got = distort.ops._convolve_sparse(tf.constant(photos), stack, border).numpy()
+    assert got.dtype == np.uint8 and np.abs(got.astype(int) - np.round(dense)).max() <= 1
+
+
 @pytest.mark.parametrize("name, level", [
     ("gaussian_blur", 0.0), ("awgn", 0.0), ("contrast", 0.0), ("defocus_blur", 0.0),
     ("motion_blur", 1), ("random_walk_blur", 0), ("camera_shake", 0), ("combined", 0.0),
