@@ -26,9 +26,9 @@ refused unless `--overwrite`.
 
 Usage (from the repository root):
 
-    python examples/qrnet_cifar10.py                       # about 15 minutes on 2 CPU cores
+    python examples/qrnet_cifar10.py                       # about 21 minutes on 2 CPU cores
     python examples/qrnet_cifar10.py --figures docs/figures
-    python examples/qrnet_cifar10.py --quick               # a smoke run of under a minute
+    python examples/qrnet_cifar10.py --quick               # a smoke run on a few hundred images
     python examples/qrnet_cifar10.py --help
 
 The results (JSON rows, a Markdown report, the models) go to `--out` (default
@@ -496,7 +496,7 @@ def parse_args(argv=None):
                         help="output folder (models, stages, rows, report)")
     parser.add_argument("--figures", default=None,
                         help="folder for the PNG figures (default: --out)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run of under a minute")
+    parser.add_argument("--quick", action="store_true", help="a smoke run on a few hundred images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true",
                         help="discard a run with other settings in --out")
