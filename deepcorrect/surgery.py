@@ -642,7 +642,8 @@ def wrap(
         kernel_size: inner kernel size of the units, or a per-layer dict.
             Defaults to 3 (the paper uses 5 for AlexNet's conv1).
         train_head: also train the last `train_head` conv/dense layers of the
-            pretrained model (Deepcorr-kc). Defaults to 0.
+            pretrained model, and the batch norms directly after them, as
+            `finetune` does (Deepcorr-kc). Defaults to 0.
         train_batch_norm: also train the `BatchNormalization` layer directly
             after each corrected conv, as the original CIFAR code did. A
             trainable batch norm normalises with the statistics of each batch
@@ -692,6 +693,7 @@ def wrap(
         kernel_size=kernel_size,
     )
     trained = set(head_layer_names(pretrained, train_head))
+    trained.update(batch_norms_after(pretrained, trained))  # as Finetune-k trains them
     if train_batch_norm:
         trained.update(batch_norms_after(pretrained, [c.layer_name for c in plan]))
     if site not in UNIT_SITES:

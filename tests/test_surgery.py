@@ -303,6 +303,11 @@ def test_train_head_makes_the_last_layers_trainable():
     wrapped = wrap(pretrained, random_ranks(pretrained), layers=["conv1"], train_head=2)
     owners = {w.path.split("/")[0] for w in wrapped.trainable_weights}
     assert owners == {"conv1_unit", "conv2", "logits"}
+    # With batch norm: the one after a trained head conv trains too, as in Finetune-k.
+    pretrained = functional_bn_cnn()
+    wrapped = wrap(pretrained, random_ranks(pretrained), layers=["conv1"], train_head=3)
+    owners = {w.path.split("/")[0] for w in wrapped.trainable_weights}
+    assert owners == {"conv1_unit", "conv2", "bn2", "dw3", "logits"}
 
 
 def test_train_batch_norm_trains_the_batch_norm_after_each_corrected_conv():
