@@ -602,8 +602,25 @@ def ranking_table(rows) -> str:
     return "\n".join(lines)
 
 
-def accuracy_figure(rows, distortions, path: Path) -> None:
-    """Top-1 against level per distortion, for baseline, Finetune and Deepcorr."""
+def _deepcorrect_series(distortion: str) -> list[tuple[str, str, str]]:
+    return [("baseline", "baseline", "k-o"),
+            (f"finetune_{SHORT[distortion]}", "Finetune", "C1-s"),
+            (f"deepcorr_{SHORT[distortion]}", "Deepcorr", "C0-^")]
+
+
+def accuracy_figure(rows, distortions, path: Path, series=_deepcorrect_series,
+                    key: str = "model", value: str = "top1") -> None:
+    """Top-1 against level per distortion, one line per model.
+
+    Args:
+        rows: result rows with `distortion`, `level`, `key` and `value` fields.
+        distortions: one panel each.
+        path: the PNG to write.
+        series: `distortion -> [(row key, label, matplotlib style)]`; by default the
+            baseline, Finetune and Deepcorr of this script.
+        key: the row field naming the model.
+        value: the row field to plot.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -612,13 +629,11 @@ def accuracy_figure(rows, distortions, path: Path) -> None:
     fig, axes = plt.subplots(1, len(distortions), figsize=(4.5 * len(distortions), 3.4),
                              squeeze=False)
     for ax, distortion in zip(axes[0], distortions):
-        for key, label, style in (("baseline", "baseline", "k-o"),
-                                  (f"finetune_{SHORT[distortion]}", "Finetune", "C1-s"),
-                                  (f"deepcorr_{SHORT[distortion]}", "Deepcorr", "C0-^")):
-            pts = sorted((r["level"], r["top1"]) for r in rows if r["model"] == key
+        for name, label, style in series(distortion):
+            pts = sorted((r["level"], r[value]) for r in rows if r[key] == name
                          and r["distortion"] in ("clean", distortion))
             ax.plot(*zip(*pts), style, label=label)
-        ax.set_xlabel(f"{distortion} sigma")
+        ax.set_xlabel(f"{distortion} sigma (0 = clean)")
         ax.set_ylabel("top-1 (test photos)")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)

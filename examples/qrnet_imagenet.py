@@ -218,28 +218,11 @@ def timing_stage(classifier, preprocess, restorers, images, out: Path) -> dict[s
 
 def accuracy_figure(rows, cfg, path: Path) -> None:
     """Top-1 against level per distortion: the classifier alone, + RecNet, + QRNet."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    distortions = list(cfg["eval_levels"])
-    fig, axes = plt.subplots(1, len(distortions), figsize=(4.5 * len(distortions), 3.4),
-                             squeeze=False)
-    for ax, distortion in zip(axes[0], distortions):
-        for method, style in ((CLASSIFIER_NAME, "k-o"), ("recnet", "C1-s"), ("qrnet", "C0-^")):
-            points = sorted((r["level"], r["accuracy"]) for r in rows if r["method"] == method
-                            and r["distortion"] in ("clean", distortion))
-            ax.plot(*zip(*points), style, label=method)
-        ax.set_xlabel(f"{distortion} sigma (0 = clean)")
-        ax.set_ylabel("top-1 (test photos)")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    lines = [(CLASSIFIER_NAME, CLASSIFIER_NAME, "k-o"), ("recnet", "recnet", "C1-s"),
+             ("qrnet", "qrnet", "C0-^")]
+    deepcorrect_example.accuracy_figure(rows, list(cfg["eval_levels"]), path,
+                                        series=lambda distortion: lines, key="method",
+                                        value="accuracy")
 
 
 def samples_figure(restorers, images, cfg, seed: int, path: Path, photos: int = 2) -> None:
