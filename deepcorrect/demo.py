@@ -47,7 +47,8 @@ from distort.io import atomic_path, atomic_write_text
 DEMO_METHODS: tuple[dict[str, Any], ...] = (
     {"name": "Baseline", "kind": "baseline"},
     {"name": "Finetune-2", "kind": "finetune", "k": 2},
-    {"name": "DeepCorrect", "kind": "deepcorrect", "beta": 0.5, "unit": "cw"},
+    {"name": "DeepCorrect", "kind": "deepcorrect", "beta": 0.5, "unit": "cw",
+     "site": "batch_norm"},  # after each conv's batch norm: see docs/RESULTS.md
     {"name": "QRNet", "kind": "restorer", "mode": "qrnet"},
 )
 
