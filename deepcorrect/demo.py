@@ -424,8 +424,8 @@ def train_method(method, baseline, ranking, config, train, distortion: str, out:
                     batch_size=cfg["batch_size"], patience=None, checkpoint_dir=str(ckdir),
                     seed=config["seed"], verbose=verbose)
     else:
-        lr = cfg["unit_learning_rate" if method["kind"] == "deepcorrect" else
-                 "finetune_learning_rate"]
+        lr = method.get("learning_rate") or cfg[
+            "unit_learning_rate" if method["kind"] == "deepcorrect" else "finetune_learning_rate"]
         deepcorrect.train(model, x, y, distortion, levels, preset="cpu_quick",
                           epochs=cfg["epochs"], batch_size=cfg["batch_size"], learning_rate=lr,
                           checkpoint_dir=ckdir, seed=config["seed"], verbose=verbose,
@@ -732,7 +732,8 @@ def write_report(config, accuracy, stages: Stages, baseline, table: str, out: Pa
 def _describe(method) -> str:
     kind = method["kind"]
     if kind == "finetune":
-        return f"{method['name']} (the first {method['k']} conv layers fine-tuned)"
+        rate = f" at rate {method['learning_rate']:g}" if method.get("learning_rate") else ""
+        return f"{method['name']} (the first {method['k']} conv layers fine-tuned{rate})"
     if kind == "deepcorrect":
         layers = "every conv layer" if method.get("first") is None else \
             f"the first {method['first']} conv layers"
