@@ -273,6 +273,8 @@ def _save(model, path: Path) -> None:
 def _load(path: Path):
     import keras
 
+    import qrnet  # noqa: F401  (registers the restorer's classes: a cached QRNet stage)
+
     return keras.models.load_model(path, safe_mode=True)
 
 

@@ -74,6 +74,21 @@ def test_rerun_is_refused_then_resumes_without_retraining(quick_run, capsys):
     assert (quick_run / "table.md").read_text() == table
 
 
+def test_a_cached_restorer_loads_in_a_fresh_process(quick_run):
+    # A resumed run loads finished stages in a new process, where nothing has imported
+    # qrnet yet: its classes must still be found.
+    import subprocess
+    import sys
+
+    (restorer,) = sorted((quick_run / "models").glob("qrnet-gaussian_blur.keras"))
+    code = ("import sys; from pathlib import Path; from deepcorrect import demo; "
+            "print(type(demo._load(Path(sys.argv[1]))).__name__)")
+    proc = subprocess.run([sys.executable, "-c", code, str(restorer)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert proc.stdout.strip().splitlines()[-1] == "QRNet"
+
+
 def test_other_settings_in_the_same_folder_are_refused(quick_run, capsys):
     (quick_run / "report.md").rename(quick_run / "report.bak")
     try:
