@@ -257,6 +257,14 @@ class Analysis:
             self.stages.finish(key, **compute())
         return self.stages.record(key)
 
+    def with_unit_settings(self, method: Mapping[str, Any]) -> dict:
+        """`method` with `--unit-bn` and `--unit-site` applied (to `deepcorrect` kinds)."""
+        method = dict(method)
+        if method["kind"] == "deepcorrect":
+            method["train_batch_norm"] = bool(self.settings.get("unit_bn"))
+            method["site"] = self.settings.get("unit_site", "conv")
+        return method
+
     def repair(self, method: Mapping[str, Any], ranks: Any, distortion: str) -> dict:
         """Trains one demo method (`finetune` or `deepcorrect` kind) and evaluates it.
 
@@ -269,10 +277,7 @@ class Analysis:
         """
         from deepcorrect import demo
 
-        method = dict(method)
-        if method["kind"] == "deepcorrect":
-            method["train_batch_norm"] = bool(self.settings.get("unit_bn"))
-            method["site"] = self.settings.get("unit_site", "conv")
+        method = self.with_unit_settings(method)
 
         def compute() -> dict:
             model = demo.train_method(method, self.model, ranks, self.config, self.train,

@@ -259,8 +259,11 @@ def test_training_curves_start_at_the_baseline(baseline, rankings, tmp_path):
 
     curves = load_example("training_curves")
     out = tmp_path / "curves"
-    assert curves.main(tiny_budget(baseline, rankings, out) + ["--units", "cw",
-                                                               "--eval-every", "1"]) == 0
+    assert curves.main(tiny_budget(baseline, rankings, out) + [
+        "--units", "cw", "--eval-every", "1", "--unit-site", "batch_norm"]) == 0
+    trained = keras.models.load_model(out / "checkpoints" / "deepcorr-all-cw-gaussian_blur"
+                                      / "model.keras")
+    assert trained.get_layer("conv1_unit").input._keras_history.operation.name == "bn1"
     model = keras.models.load_model(baseline)
     with np.load(CIFAR10) as d:
         x, y = d["x_test"][:100], d["y_test"][:100].astype("int64")
