@@ -32,7 +32,7 @@ from typing import Union
 import keras
 import numpy as np
 
-from deepcorrect.graph import batch_norms_after
+from deepcorrect.graph import batch_norms_by_input
 from deepcorrect.surgery import CONV_LAYER_TYPES, is_model, leaf_layers
 
 LayerCount = Union[int, str]
@@ -109,7 +109,8 @@ def finetune_layer_names(
         )
     chosen = {layer.name for layer in convs[: int(k)]}
     if train_batch_norm:
-        chosen.update(batch_norms_after(model, chosen))
+        after = batch_norms_by_input(model)
+        chosen.update(bn for name in list(chosen) for bn in after.get(name, ()))
     return [layer.name for layer in leaves if layer.name in chosen]
 
 

@@ -426,8 +426,7 @@ def train_method(method, baseline, ranking, config, train, distortion: str, out:
                     batch_size=cfg["batch_size"], patience=None, checkpoint_dir=str(ckdir),
                     seed=config["seed"], verbose=verbose)
     else:
-        lr = method.get("learning_rate") or cfg[
-            "unit_learning_rate" if method["kind"] == "deepcorrect" else "finetune_learning_rate"]
+        lr = learning_rate(method, cfg)
         deepcorrect.train(model, x, y, distortion, levels, preset="cpu_quick",
                           epochs=cfg["epochs"], batch_size=cfg["batch_size"], learning_rate=lr,
                           checkpoint_dir=ckdir, seed=config["seed"], verbose=verbose,
@@ -438,6 +437,12 @@ def train_method(method, baseline, ranking, config, train, distortion: str, out:
     stages.finish(key, seconds=seconds, trainable=trainable_parameters(model), epochs=cfg["epochs"],
                   images=int(len(x)), batch_size=cfg["batch_size"], resumed=resumed)
     return model
+
+
+def learning_rate(method: Mapping[str, Any], repair: Mapping[str, Any]) -> float:
+    """A trained method's initial SGD rate: its own, else the budget's unit or fine-tuning rate."""
+    return method.get("learning_rate") or repair[
+        "unit_learning_rate" if method["kind"] == "deepcorrect" else "finetune_learning_rate"]
 
 
 def _schedule(lr: float, every: int) -> Callable:

@@ -214,19 +214,20 @@ def leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return list(found.values())
 
 
-def batch_norms_after(model: keras.Model, layer_names: Any) -> list[str]:
-    """Names of the `BatchNormalization` layers that read one of `layer_names` directly.
+def batch_norms_by_input(model: keras.Model) -> dict[str, list[str]]:
+    """The `BatchNormalization` layers that read each layer's output directly.
 
     These are the batch norms that normalise a conv layer's output: the ones
-    Finetune-k trains with its conv layers, and the ones the original
-    DeepCorrect CIFAR code trained with the correction units.
+    Finetune-k trains with its conv layers, the ones the original DeepCorrect
+    CIFAR code trained with the correction units, and the site of
+    `wrap(site="batch_norm")`.
 
     Args:
         model: a Functional or Sequential model (nested models are expanded).
-        layer_names: names of the producing layers.
 
     Returns:
-        The batch norm names, in graph order, each once.
+        `{producing layer name: [batch norm names, in graph order]}`, for the
+        layers that have one.
 
     Example:
 
@@ -235,23 +236,22 @@ def batch_norms_after(model: keras.Model, layer_names: Any) -> list[str]:
     ...                       keras.layers.BatchNormalization(name="bn1"),
     ...                       keras.layers.Conv2D(4, 3, name="c2"),
     ...                       keras.layers.BatchNormalization(name="bn2")])
-    >>> batch_norms_after(m, ["c2"])
-    ['bn2']
+    >>> batch_norms_by_input(m)
+    {'c1': ['bn1'], 'c2': ['bn2']}
     """
-    names = set(layer_names)
     calls = flatten(model).calls
-    produced = {
-        key
+    producer = {
+        key: call.operation.name
         for call in calls
-        if isinstance(call.operation, keras.layers.Layer) and call.operation.name in names
+        if isinstance(call.operation, keras.layers.Layer)
         for key in call.outputs
     }
-    found: dict[str, None] = {}
+    found: dict[str, list[str]] = {}
     for call in calls:
-        if (
-            isinstance(call.operation, keras.layers.BatchNormalization)
-            and call.inputs
-            and call.inputs[0] in produced
-        ):
-            found[call.operation.name] = None
-    return list(found)
+        bn = call.operation
+        if isinstance(bn, keras.layers.BatchNormalization) and call.inputs[:1] and (
+                call.inputs[0] in producer):
+            names = found.setdefault(producer[call.inputs[0]], [])
+            if bn.name not in names:
+                names.append(bn.name)
+    return found

@@ -47,7 +47,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import keras
 import numpy as np
 
-from deepcorrect.graph import batch_norms_after, flatten, leaf_layers
+from deepcorrect.graph import batch_norms_by_input, flatten, leaf_layers
 from deepcorrect.graph import is_graph_model as is_model
 from deepcorrect.layers import GatherChannels, ScatterChannels, validate_channel_indices
 from deepcorrect.units import CorrectionUnit, check_preset
@@ -683,6 +683,8 @@ def wrap(
     >>> [w.path.split("/")[0] for w in model.trainable_weights][:1]
     ['conv1_unit']
     """
+    if site not in UNIT_SITES:
+        raise ValueError(f"site must be one of {UNIT_SITES}. Received: site={site!r}")
     plan = plan_corrections(
         pretrained,
         ranks,
@@ -692,18 +694,17 @@ def wrap(
         first=first,
         kernel_size=kernel_size,
     )
+    after = batch_norms_by_input(pretrained)
     trained = set(head_layer_names(pretrained, train_head))
-    trained.update(batch_norms_after(pretrained, trained))  # as Finetune-k trains them
+    trained.update(bn for name in list(trained) for bn in after.get(name, ()))  # as Finetune-k
     if train_batch_norm:
-        trained.update(batch_norms_after(pretrained, [c.layer_name for c in plan]))
-    if site not in UNIT_SITES:
-        raise ValueError(f"site must be one of {UNIT_SITES}. Received: site={site!r}")
-    sites = {c.layer_name: c.layer_name for c in plan}
-    if site == "batch_norm":
-        for c in plan:
-            sites[c.layer_name] = next(iter(batch_norms_after(pretrained, [c.layer_name])),
-                                       c.layer_name)
-    rewriter = GraphRewriter({sites[c.layer_name]: c for c in plan}, fused=fused)
+        trained.update(bn for c in plan for bn in after.get(c.layer_name, ()))
+    # A unit is spliced in after the layer it is keyed by: the conv, or its batch norm.
+    rewriter = GraphRewriter(
+        {(after.get(c.layer_name, [c.layer_name])[0] if site == "batch_norm" else c.layer_name): c
+         for c in plan},
+        fused=fused,
+    )
     model = rewriter.rebuild(pretrained)
     for layer in model.layers:
         if layer.name in rewriter.originals:  # a copy of a pretrained layer

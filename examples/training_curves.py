@@ -112,7 +112,7 @@ def train_with_curve(analysis: an.Analysis, m: dict, ranking, distortion: str) -
         keras.utils.set_random_seed(analysis.seed)
         model = demo.build_method(analysis.with_unit_settings(m), analysis.model, ranking,
                                   analysis.config)
-        lr = cfg["unit_learning_rate" if m["kind"] == "deepcorrect" else "finetune_learning_rate"]
+        lr = demo.learning_rate(m, cfg)
         steps = pipeline.epoch_steps(len(x), cfg["batch_size"])
         recorder = CurveRecorder(lambda: analysis.accuracy(model, distortion),
                                  analysis.settings["eval_every"], steps,
