@@ -53,6 +53,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from deepcorrect.costs import multiply_adds  # noqa: E402
 from deepcorrect.surgery import trainable_parameters  # noqa: E402
 from distort.cli_common import CLIError, fail_cleanly  # noqa: E402
 from distort.io import atomic_path, atomic_write_text  # noqa: E402
@@ -223,37 +224,6 @@ def set_unit_bn_momentum(model, momentum: float) -> None:
         for layer in unit.stack:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = momentum
-
-
-def multiply_adds(model) -> int:
-    """Multiply-adds of one forward pass: conv and dense kernels, as Table 10 counts.
-
-    Correction units are not counted here (see `CorrectionUnit.multiply_adds`).
-
-    Example:
-
-    >>> import keras
-    >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, padding="same"),
-    ...                       keras.layers.DepthwiseConv2D(3, padding="same"),
-    ...                       keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
-    >>> multiply_adds(m) == 8 * 8 * (3 * 3 * 3 * 4 + 3 * 3 * 4) + 4 * 2
-    True
-    """
-    import keras
-
-    from deepcorrect.surgery import leaf_layers
-
-    total = 0
-    for layer in leaf_layers(model):
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            h, w, c = layer.output.shape[1:4]
-            total += int(np.prod(layer.kernel_size)) * c * h * w
-        elif isinstance(layer, keras.layers.Conv2D):
-            h, w, c = layer.output.shape[1:4]
-            total += int(np.prod(layer.kernel.shape[:-1])) * c * h * w
-        elif isinstance(layer, keras.layers.Dense):
-            total += int(np.prod(layer.kernel.shape))
-    return int(total)
 
 
 def unit_rows(model) -> list[dict[str, Any]]:
