@@ -4,6 +4,10 @@ The reading path: `kernels` (point-spread functions), `ops` and `codecs` (the
 distortions), `presets` (the papers' levels), `pipeline` (`tf.data`),
 `layers` (Keras preprocessing layers), `data` (loaders), `metrics`, `sweep`.
 
+The names below are imported on first use, so that `import distort` (and the
+`distort` command line, before it knows what it will run) does not load
+TensorFlow.
+
 Example:
 
 >>> import numpy as np, distort
@@ -12,25 +16,50 @@ Example:
 TensorShape([4, 32, 32, 3])
 """
 
-from distort import kernels, presets
-from distort.codecs import glymur_available, jpeg, jpeg2000
-from distort.ops import (
-    awgn,
-    camera_shake,
-    combined,
-    contrast,
-    convolve,
-    defocus_blur,
-    gaussian_blur,
-    motion_blur,
-    random_walk_blur,
-)
-from distort.presets import PRESETS
-from distort.registry import DISTORTIONS, apply, distortion, is_random, names
+from __future__ import annotations
 
-__all__ = [
-    "DISTORTIONS", "PRESETS", "apply", "awgn", "camera_shake", "combined", "contrast",
-    "convolve", "defocus_blur", "distortion", "gaussian_blur", "glymur_available",
-    "is_random", "jpeg", "jpeg2000", "kernels", "motion_blur", "names", "presets",
-    "random_walk_blur",
-]
+import importlib
+import importlib.util
+
+# Public name -> the module that defines it (a module itself for "kernels", "presets").
+_EXPORTS = {
+    "kernels": "distort.kernels",
+    "presets": "distort.presets",
+    "PRESETS": "distort.presets",
+    "glymur_available": "distort.codecs",
+    "jpeg": "distort.codecs",
+    "jpeg2000": "distort.codecs",
+    "awgn": "distort.ops",
+    "camera_shake": "distort.ops",
+    "combined": "distort.ops",
+    "contrast": "distort.ops",
+    "convolve": "distort.ops",
+    "defocus_blur": "distort.ops",
+    "gaussian_blur": "distort.ops",
+    "motion_blur": "distort.ops",
+    "random_walk_blur": "distort.ops",
+    "DISTORTIONS": "distort.registry",
+    "apply": "distort.registry",
+    "distortion": "distort.registry",
+    "is_random": "distort.registry",
+    "names": "distort.registry",
+    "check_seed": "distort.seeds",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(_EXPORTS[name])
+        value = module if module.__name__ == f"distort.{name}" else getattr(module, name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"distort.{name}") is not None:
+        value = importlib.import_module(f"distort.{name}")  # a submodule, e.g. distort.ops
+    else:
+        raise AttributeError(f"module 'distort' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -16,7 +16,7 @@ import io
 import numpy as np
 import tensorflow as tf
 
-from distort.ops import _levels, cast_back, check_batch
+from distort.ops import cast_back, check_batch, check_levels
 
 JPEG2000_BACKENDS = ("pillow", "glymur")
 JPEG2000_PSNR_RANGE = (10.0, 80.0)
@@ -41,7 +41,7 @@ def jpeg(images, quality):
     >>> jpeg(np.zeros([8, 8, 3], np.uint8), 50).dtype
     tf.uint8
     """
-    quality = _levels("quality", quality, 1, 100)
+    images, quality = check_levels(images, "quality", quality, 1, 100)
     if isinstance(quality, float) and quality != int(quality):
         raise ValueError(f"quality must be an integer in 1..100. Received: quality={quality}")
     x8, dtype, single = _uint8_batch(images)
@@ -100,7 +100,7 @@ def jpeg2000(images, psnr, backend: str = "pillow"):
     >>> jpeg2000(np.zeros([16, 16, 3], np.uint8), 30).shape
     TensorShape([16, 16, 3])
     """
-    psnr = _levels("psnr", psnr, *JPEG2000_PSNR_RANGE)
+    images, psnr = check_levels(images, "psnr", psnr, *JPEG2000_PSNR_RANGE)
     encode = _jpeg2000_codec(backend)
     x8, dtype, single = _uint8_batch(images)
     targets = tf.broadcast_to(tf.cast(psnr, tf.float32), tf.shape(x8)[:1])

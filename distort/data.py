@@ -26,6 +26,10 @@ import numpy as np
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 ON_BAD_FILE = ("skip", "raise")
+# How a photo becomes a square: "crop" resizes the short side then keeps the centre
+# square (the usual ImageNet evaluation); "squash" resizes the whole photo to the
+# square, aspect ratio not kept (nothing is cut off).
+RESIZE_MODES = ("crop", "squash")
 MAX_PIXELS = 100_000_000
 
 Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -141,18 +145,42 @@ def center_crop(image, size: int, short_side: int | None = None):
     return image.crop((left, top, left + size, top + size))
 
 
+def squash(image, size: int):
+    """Resizes a whole PIL image to `size` x `size` (bilinear; the aspect ratio is not kept).
+
+    Args:
+        image: A `PIL.Image`.
+        size: Side of the square.
+
+    Returns:
+        A `PIL.Image` of `size` x `size`.
+    """
+    from PIL import Image
+
+    return image.resize((size, size), Image.BILINEAR)
+
+
+def check_resize(resize: str) -> str:
+    """Raises a ValueError unless `resize` is one of `RESIZE_MODES`."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}. Received: resize={resize!r}")
+    return resize
+
+
 def read_image(path: str | os.PathLike, size: int | None = None, short_side: int | None = None,
-               channels: int = 3) -> np.ndarray:
-    """Reads one image file as uint8 HWC, optionally center-cropped.
+               channels: int = 3, resize: str = "crop") -> np.ndarray:
+    """Reads one image file as uint8 HWC, optionally made a `size` square.
 
     Grayscale, palette and RGBA files are converted to RGB (alpha dropped),
     or to one gray channel with `channels=1`.
 
     Args:
         path: The image file.
-        size: Side of a center crop (see `center_crop`); None keeps the size.
-        short_side: Short side before cropping (default 256/224 of `size`).
+        size: Side of the square (see `resize`); None keeps the size.
+        short_side: Short side before a center crop (default 256/224 of `size`).
         channels: 3 (RGB, default) or 1 (gray).
+        resize: "crop" (default: `center_crop`) or "squash" (`squash`: the whole
+            photo, aspect ratio not kept).
 
     Returns:
         A uint8 array `[H, W, channels]`.
@@ -162,6 +190,7 @@ def read_image(path: str | os.PathLike, size: int | None = None, short_side: int
     """
     from PIL import Image, UnidentifiedImageError
 
+    check_resize(resize)
     p = _existing(path)
     if p.stat().st_size == 0:
         raise ValueError(f"image file is empty (0 bytes): {p}")
@@ -173,7 +202,7 @@ def read_image(path: str | os.PathLike, size: int | None = None, short_side: int
             im.load()
             im = im.convert("RGB" if channels == 3 else "L")
             if size is not None:
-                im = center_crop(im, size, short_side)
+                im = center_crop(im, size, short_side) if resize == "crop" else squash(im, size)
             arr = np.asarray(im)
     except Image.DecompressionBombError:
         raise ValueError(f"image is too large (more than {MAX_PIXELS} pixels): {p}") from None
@@ -183,26 +212,41 @@ def read_image(path: str | os.PathLike, size: int | None = None, short_side: int
 
 
 def load_image_folder(path: str | os.PathLike, size: int = 224, short_side: int | None = None,
-                      on_bad_file: str = "skip", limit: int | None = None) -> ImageFolder:
+                      on_bad_file: str = "skip", limit: int | None = None, every: int = 1,
+                      resize: str = "crop") -> ImageFolder:
     """Loads a folder of photos: class subfolders, or files plus `labels.csv`.
 
     With a `labels.csv` (columns `file,label[,name]`, as
     `../shared/data/imagenet-samples`), labels are its integer `label` column;
     otherwise each subfolder is a class, numbered in sorted order.
 
+    Only the files returned are read: with `limit` the reading stops at the
+    `limit`-th readable image, with `every` only every `every`-th file is opened.
+
     Args:
         path: The folder.
-        size: Side of the center crop (the short side is resized first).
+        size: Side of the square images (see `resize`).
         short_side: Short side before cropping (default 256/224 of `size`).
         on_bad_file: "skip" (default: skip unreadable files and list them in
             `skipped`) or "raise".
-        limit: Read at most this many images (in file order).
+        limit: Return at most this many images (the first readable ones, in
+            file order); None for all.
+        every: Use every `every`-th file (1, the default: all).
+        resize: "crop" (default: resize the short side, keep the centre) or
+            "squash" (the whole photo resized to the square).
 
     Returns:
         An `ImageFolder` with uint8 images `[N, size, size, 3]`.
+
+    Raises:
+        ValueError: For a missing folder, bad arguments, or no readable image.
     """
     if on_bad_file not in ON_BAD_FILE:
         raise ValueError(f"on_bad_file must be one of {ON_BAD_FILE}. Received: on_bad_file={on_bad_file!r}")
+    check_resize(resize)
+    limit = check_limit(limit)
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"every must be an integer >= 1. Received: every={every!r}")
     root = _existing(path, "dir")
     entries: list[tuple[Path, int]] = []
     class_names: list[str] = []
@@ -218,14 +262,15 @@ def load_image_folder(path: str | os.PathLike, size: int = 224, short_side: int 
         class_names = sorted(d.name for d in root.iterdir() if d.is_dir())
         for i, name in enumerate(class_names):
             entries += [(f, i) for f in sorted((root / name).iterdir()) if f.is_file()]
-    if limit is not None:
-        entries = entries[:limit]
+    entries = entries[::every]
     images, labels, files, skipped = [], [], [], []
     for file, label in entries:
+        if limit is not None and len(images) == limit:
+            break
         try:
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 raise ValueError(f"not an image file (suffix {file.suffix!r}): {file}")
-            images.append(read_image(file, size, short_side))
+            images.append(read_image(file, size, short_side, resize=resize))
         except ValueError:
             if on_bad_file == "raise":
                 raise
@@ -238,6 +283,14 @@ def load_image_folder(path: str | os.PathLike, size: int = 224, short_side: int 
     if not images:
         raise ValueError(f"no readable images in {root}")
     return ImageFolder(np.stack(images), np.asarray(labels, np.int64), files, class_names, skipped)
+
+
+def check_limit(limit) -> int | None:
+    """Checks a count of images to use: a positive integer, or None for all."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
+                              or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None. Received: limit={limit!r}")
+    return None if limit is None else int(limit)
 
 
 # keras.applications name -> (module, default input size)
@@ -286,7 +339,7 @@ SPLITS = ("train", "test")
 
 
 def load_images(path: str | os.PathLike, split: str = "test", size: int = 224,
-                short_side: int | None = None, limit: int | None = None
+                short_side: int | None = None, limit: int | None = None, resize: str = "crop"
                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Loads images and labels from an image folder, an `.npz` or one image file.
 
@@ -300,7 +353,9 @@ def load_images(path: str | os.PathLike, split: str = "test", size: int = 224,
         split: `"train"` or `"test"`: which arrays of a CIFAR-style `.npz`.
         size: Side of the center crop of folder photos.
         short_side: Short side before cropping (default 256/224 of `size`).
-        limit: Keep the first `limit` images.
+        limit: Keep the first `limit` images (a folder reads no more).
+        resize: How folder photos become squares: "crop" or "squash" (see
+            `load_image_folder`).
 
     Returns:
         `(images, labels)`: uint8 `[N, H, W, C]` and int64 `[N]` (or None).
@@ -317,12 +372,13 @@ def load_images(path: str | os.PathLike, split: str = "test", size: int = 224,
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Received: split={split!r}")
-    if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None. Received: limit={limit!r}")
+    limit = check_limit(limit)
+    check_resize(resize)
     source = Path(path)
     labels: np.ndarray | None
     if source.is_dir():
-        folder = load_image_folder(source, size=size, short_side=short_side, limit=limit)
+        folder = load_image_folder(source, size=size, short_side=short_side, limit=limit,
+                                   resize=resize)
         images, labels = folder.images, folder.labels
     elif source.suffix == ".npz":
         images, labels = _npz_arrays(_existing(source), split)

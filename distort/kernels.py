@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from distort._checks import check_level
+from distort.seeds import check_seed
 
 WINDOW_RULES = {
     # Name -> function of sigma giving the odd window size.
@@ -29,6 +30,10 @@ WINDOW_RULES = {
     # "8sigma+1": SciPy's default truncation at 4 standard deviations per side.
     "8sigma+1": lambda sigma: 2 * int(round(4 * sigma)) + 1,
 }
+
+# Rule name -> (a, b): the window is about a * sigma + b pixels wide (before rounding to
+# an odd size); `distort.ops.gaussian_blur` bounds sigma with it.
+WINDOW_WIDTHS = {"4sigma+1": (4, 1), "4sigma-1": (4, -1), "8sigma+1": (8, 1)}
 
 
 def gaussian_window(sigma: float, window: str | int = "4sigma+1") -> int:
@@ -189,7 +194,7 @@ def random_walk(size: float, seed: int = 0) -> np.ndarray:
 
     Args:
         size: Number of steps, >= 0 (Zhou samples it from [0, 4]).
-        seed: Seed of the walk.
+        seed: Seed of the walk, an integer in `[0, 2**31 - 1]`.
 
     Returns:
         A square float32 array of size 2 * round(size) + 1 summing to 1.
@@ -201,7 +206,7 @@ def random_walk(size: float, seed: int = 0) -> np.ndarray:
     """
     check_level("size", size)
     steps = int(round(size))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     moves = np.array([[0, 1], [0, -1], [1, 0], [-1, 0]])[rng.integers(0, 4, steps)]
     path = np.concatenate([np.zeros([1, 2], int), np.cumsum(moves, axis=0)]) + steps
     k = np.zeros([2 * steps + 1, 2 * steps + 1], np.float64)
@@ -218,7 +223,7 @@ def camera_shake(seed: int = 0, grid: int = 15, size: int = 17, points: int = 6)
     trajectory's centroid is moved to the centre of a 17 x 17 kernel.
 
     Args:
-        seed: Seed of the trajectory.
+        seed: Seed of the trajectory, an integer in `[0, 2**31 - 1]`.
         grid: Side of the grid the control points are drawn on.
         size: Side of the output kernel (odd, >= grid).
         points: Number of control points, >= 2.
@@ -231,6 +236,7 @@ def camera_shake(seed: int = 0, grid: int = 15, size: int = 17, points: int = 6)
     >>> camera_shake(seed=3).shape
     (17, 17)
     """
+    seed = check_seed(seed)
     if points < 2:
         raise ValueError(f"points must be >= 2. Received: points={points}")
     if size % 2 == 0 or size < grid:

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from distort import pipeline, registry
+from distort.seeds import check_seed
 
 
 @keras.saving.register_keras_serializable(package="distort")
@@ -35,7 +36,8 @@ class RandomDistortion(keras.layers.Layer):
         fraction: Fraction of each batch to distort, in [0, 1] (the last
             images of the batch). 0.5 by default.
         sampling: "choice" or "uniform".
-        seed: Seed of the layer's random draws.
+        seed: Seed of the layer's random draws, an integer in `[0, 2**31 - 1]`,
+            or None for fresh randomness.
         options: Extra keyword options of the distortion (e.g.
             `{"window": "4sigma-1"}`).
         **kwargs: Standard layer arguments.
@@ -46,6 +48,7 @@ class RandomDistortion(keras.layers.Layer):
                  **kwargs):
         super().__init__(**kwargs)
         registry.check_name(distortion)
+        seed = check_seed(seed, optional=True)
         pipeline._check_levels(distortion, levels, sampling)
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"fraction must be in [0, 1]. Received: fraction={fraction}")

@@ -7,7 +7,9 @@ clipped to 0..255 and, for uint8, rounded. The ops run eagerly, inside
 seed gives the same output, and `seed=None` draws a fresh one.
 
 A level is a Python number (one level for the whole batch) or a 1-D array or
-tensor with one level per image.
+tensor with one level per image (exactly one per image). The kernel blurs
+refuse a level whose kernel is wider than the image can use (its half-width
+larger than the image's shorter side); each op's docstring gives its bound.
 
 Example:
 
@@ -19,13 +21,16 @@ tf.uint8
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
 
 from distort import kernels
 from distort._checks import check_level
+from distort.seeds import check_seed
 
 BORDERS = ("reflect", "constant", "nearest", "mirror")
 
@@ -96,14 +101,27 @@ def from_float_batch(x: tf.Tensor, dtype: tf.DType, single: bool) -> tf.Tensor:
     return x[0] if single else x
 
 
-def seed_tensor(seed: int | None) -> tf.Tensor:
-    """Returns a stateless-RNG seed of shape [2]; `None` draws a fresh one."""
+def seed_tensor(seed) -> tf.Tensor:
+    """Returns a stateless-RNG seed of shape [2]; `None` draws a fresh one.
+
+    Args:
+        seed: An integer in `[0, distort.seeds.SEED_MAX]` (checked by
+            `distort.seeds.check_seed`), None, or an integer tensor: a scalar,
+            or a stateless seed of shape [2] as the pipelines pass.
+
+    Returns:
+        An int64 tensor of shape [2].
+
+    Raises:
+        TypeError: For a seed that is not an integer (a bool, a float).
+        ValueError: For a negative or too large seed.
+    """
     if seed is None:
         return tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return tf.constant([int(seed), 0], tf.int64)
-    seed = tf.convert_to_tensor(seed, tf.int64)
-    return tf.stack([seed, tf.zeros_like(seed)]) if seed.shape.rank == 0 else seed
+    if isinstance(seed, (tf.Tensor, tf.Variable)):
+        seed = tf.cast(seed, tf.int64)
+        return tf.stack([seed, tf.zeros_like(seed)]) if seed.shape.rank == 0 else seed
+    return tf.constant([check_seed(seed), 0], tf.int64)
 
 
 def per_image_seeds(seed: tf.Tensor, n) -> tf.Tensor:
@@ -124,6 +142,120 @@ def _levels(name: str, level, low: float = 0.0, high: float = np.inf):
     for v in arr.tolist():
         check_level(name, v, low, high)
     return tf.constant(arr, tf.float32)
+
+
+@dataclass(frozen=True)
+class KernelSupport:
+    """How wide a blur's kernel is at a level, for the image-size bound.
+
+    A kernel blur refuses a level whose window is wider than `2 * L + 1`
+    pixels, `L` the shorter side of the images: the padding then at most
+    triples each side. (A wider kernel with a reflect border is not the same as
+    any narrower one, so levels are refused rather than capped.)
+
+    Attributes:
+        formula: The window's width as a formula of the level, e.g. "4*sigma+1".
+        width: The width (pixels, not rounded) at a level.
+        largest: The largest level whose width is at most `2 * L + 1`, given `L`
+            (a Python number or a tensor).
+        bound: `largest` as text, e.g. "min(height, width) / 2".
+    """
+
+    formula: str
+    width: Callable[[float], float]
+    largest: Callable[[Any], Any]
+    bound: str
+
+
+def _static_batch(images) -> tuple[int | None, int | None, int | None]:
+    """`(N, H, W)` of images as far as they are known without running anything."""
+    shape = tf.TensorShape(images.shape if hasattr(images, "shape") else np.shape(images))
+    if shape.rank not in (3, 4):
+        return None, None, None
+    dims = shape.as_list()
+    return (1, dims[0], dims[1]) if len(dims) == 3 else (dims[0], dims[1], dims[2])
+
+
+def _text(value: float) -> str:
+    """A pixel count: an integer without a decimal point, else two decimals."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.2f}"
+
+
+def check_levels(images, name: str, level, low: float = 0.0, high: float = np.inf,
+                 support: KernelSupport | None = None):
+    """Validates a level against its range and against the images it is for.
+
+    Args:
+        images: The images (see the module conventions).
+        name: The level's argument name, for messages.
+        level: A number, or a 1-D array or tensor with one level per image.
+        low: Smallest allowed level.
+        high: Largest allowed level.
+        support: For a kernel blur, its window (see `KernelSupport`): levels
+            whose window is wider than `2 * min(height, width) + 1` are refused.
+
+    Returns:
+        `(images, level)`: the level as a Python float (one for the batch) or a
+        float32 tensor, and the images, both gated in a graph by
+        `tf.debugging` asserts of what can only be checked when it runs.
+
+    Raises:
+        ValueError: Eagerly (or when shapes and levels are static) for a level
+            out of range, a count of per-image levels other than the number of
+            images, or a kernel wider than the image allows.
+        TypeError: For a level that is not a number.
+
+    Example:
+
+    >>> import numpy as np
+    >>> check_levels(np.zeros([2, 8, 8, 3]), "sigma", 1.5)[1]
+    1.5
+    """
+    level = _levels(name, level, low, high)
+    n, height, width = _static_batch(images)
+    tensor = isinstance(level, tf.Tensor)
+    if tensor and level.shape.rank == 1 and n is not None and level.shape[0] is not None \
+            and level.shape[0] != n:
+        raise ValueError(f"{name} must be a scalar or one level per image ({n} images). "
+                         f"Received: {level.shape[0]} levels")
+    values = None
+    if not tensor:
+        values = [level]
+    elif tf.executing_eagerly() or tf.get_static_value(level) is not None:
+        values = np.reshape(tf.get_static_value(level), [-1]).tolist()
+    if support is not None and values and height is not None and width is not None:
+        side = min(height, width)
+        top = max(values)
+        formula = "" if support.formula == name else f"{support.formula} = "
+        if top > support.largest(side):
+            raise ValueError(
+                f"{name}={top} needs a {formula}{_text(support.width(top))}-pixel "
+                f"window, larger than the 2*{side}+1 the {height}x{width} image allows; {name} "
+                f"must be <= {float(support.largest(side))} for this image")
+    if tf.executing_eagerly():
+        return images, level
+    needs_count = tensor and level.shape.rank != 0 and (
+        n is None or level.shape.rank is None or level.shape[0] is None)
+    needs_size = support is not None and (values is None or height is None or width is None)
+    if not (needs_count or needs_size):
+        return images, level
+    x = tf.convert_to_tensor(images)
+    shape = tf.shape(x)
+    level = tf.cast(level, tf.float32)
+    asserts = []
+    if needs_count:
+        count = 1 if x.shape.rank == 3 else shape[0]
+        asserts.append(tf.debugging.assert_equal(
+            tf.size(level), count,
+            message=f"{name} must be a scalar or one level per image"))
+    if needs_size:
+        side = tf.cast(tf.minimum(shape[-3], shape[-2]), tf.float32)
+        asserts.append(tf.debugging.assert_less_equal(
+            level, support.largest(side),
+            message=f"{name} needs a {support.formula}-pixel window, larger than the "
+                    f"2*min(height, width)+1 the images allow: {name} must be <= {support.bound}"))
+    with tf.control_dependencies(asserts):
+        return tf.identity(x), tf.identity(level)
 
 
 # ----------------------------------------------------------------------------
@@ -409,8 +541,38 @@ def _kernel_blur(images, level, make, border, seed=None, random=False, sparse=Fa
 # ----------------------------------------------------------------------------
 # The distortions
 # ----------------------------------------------------------------------------
+# Kernels of half-width `level` (a window of 2 * level + 1): disks, walks, "combined".
+RADIUS_SUPPORT = {
+    name: KernelSupport(f"2*{name}+1", lambda v: 2 * v + 1, lambda side: side,
+                        "min(height, width)")
+    for name in ("radius", "size", "max_level")
+}
+
+
+def _check_window(images, window: int):
+    """Refuses an explicit Gaussian window wider than `2 * min(height, width) + 1`."""
+    _, height, width = _static_batch(images)
+    if height is not None and width is not None:
+        side = min(height, width)
+        if window > 2 * side + 1:
+            raise ValueError(f"window={window} is larger than the 2*{side}+1 the {height}x{width} "
+                             f"image allows; window must be <= {2 * side + 1} for this image")
+        return images
+    x = tf.convert_to_tensor(images)
+    side = tf.minimum(tf.shape(x)[-3], tf.shape(x)[-2])
+    check = tf.debugging.assert_less_equal(
+        window, 2 * side + 1,
+        message=f"window={window} is larger than the 2*min(height, width)+1 the images allow")
+    with tf.control_dependencies([check]):
+        return tf.identity(x)
+
+
 def gaussian_blur(images, sigma, window: str | int = "4sigma+1", border: str = "reflect"):
     """Gaussian blur (Dodge & Karam; DeepCorrect; QRNet).
+
+    The window may be at most `2 * L + 1` pixels wide, `L` the images'
+    shorter side: sigma <= L / 2 with "4sigma+1", (L + 1) / 2 with
+    "4sigma-1", L / 4 with "8sigma+1"; an explicit window <= 2 * L + 1.
 
     Args:
         images: Images (see the module conventions).
@@ -423,13 +585,29 @@ def gaussian_blur(images, sigma, window: str | int = "4sigma+1", border: str = "
     Returns:
         The blurred images, same shape and dtype.
 
+    Raises:
+        ValueError: For a negative or non-finite sigma, a count of per-image
+            sigmas other than the number of images, or a window wider than
+            the images allow (eagerly; a `tf.debugging` assert in a graph).
+
     Example:
 
     >>> import numpy as np
     >>> gaussian_blur(np.zeros([1, 16, 16, 3], np.float32), 2.0).shape
     TensorShape([1, 16, 16, 3])
     """
-    sigma = _levels("sigma", sigma)
+    kernels.gaussian_window(0.0, window)  # checks the window argument
+    if isinstance(window, str):
+        per_sigma, offset = kernels.WINDOW_WIDTHS[window]
+        extra = "" if offset == 1 else f"+{1 - offset}"
+        support = KernelSupport(window.replace("sigma", "*sigma"),
+                                lambda s: per_sigma * s + offset,
+                                lambda side: (2 * side + 1 - offset) / per_sigma,
+                                f"(2*min(height, width){extra})/{per_sigma}")
+        images, sigma = check_levels(images, "sigma", sigma, support=support)
+    else:
+        images, sigma = check_levels(images, "sigma", sigma)
+        images = _check_window(images, int(window))
     if isinstance(sigma, float):
         k = kernels.gaussian_1d(sigma, window)
         return _filter(images, lambda f, _: _separable(f, k, border))
@@ -439,6 +617,9 @@ def gaussian_blur(images, sigma, window: str | int = "4sigma+1", border: str = "
 def defocus_blur(images, radius, border: str = "reflect"):
     """Defocus blur with an anti-aliased uniform disk (Zhou; Vasiljevic).
 
+    The radius may be at most the images' shorter side (a window of at most
+    `2 * L + 1` pixels, see `KernelSupport`).
+
     Args:
         images: Images (see the module conventions).
         radius: Disk radius in pixels, >= 0; a number or one per image.
@@ -447,18 +628,25 @@ def defocus_blur(images, radius, border: str = "reflect"):
     Returns:
         The blurred images, same shape and dtype.
 
+    Raises:
+        ValueError: For a bad radius, a count of per-image radii other than
+            the number of images, or a radius above the images' shorter side.
+
     Example:
 
     >>> import numpy as np
     >>> defocus_blur(np.zeros([16, 16, 3], np.uint8), 2).shape
     TensorShape([16, 16, 3])
     """
-    radius = _levels("radius", radius)
+    images, radius = check_levels(images, "radius", radius, support=RADIUS_SUPPORT["radius"])
     return _kernel_blur(images, radius, lambda r, _: kernels.disk(r), border)
 
 
 def motion_blur(images, length, angle: float = 0.0, border: str = "reflect"):
     """Linear motion blur with a one-pixel-wide box (Vasiljevic).
+
+    The length may be at most `2 * L + 1` pixels, `L` the images' shorter
+    side (see `KernelSupport`).
 
     Args:
         images: Images (see the module conventions).
@@ -469,27 +657,41 @@ def motion_blur(images, length, angle: float = 0.0, border: str = "reflect"):
     Returns:
         The blurred images, same shape and dtype.
 
+    Raises:
+        ValueError: For a bad length, a count of per-image lengths other than
+            the number of images, or a length above `2 * L + 1`.
+
     Example:
 
     >>> import numpy as np
     >>> motion_blur(np.zeros([16, 16, 3], np.uint8), 4, angle=90).shape
     TensorShape([16, 16, 3])
     """
-    length = _levels("length", length, low=1.0)
+    images, length = check_levels(images, "length", length, low=1.0,
+                                  support=KernelSupport("length", float, lambda side: 2 * side + 1,
+                                                        "2*min(height, width)+1"))
     return _kernel_blur(images, length, lambda n, _: kernels.box(n, angle), border)
 
 
 def random_walk_blur(images, size, seed: int | None = None, border: str = "reflect"):
     """Zhou et al.'s random-walk motion blur, a different walk per image.
 
+    The walk may take at most `L` steps, `L` the images' shorter side (a
+    window of at most `2 * L + 1` pixels, see `KernelSupport`).
+
     Args:
         images: Images (see the module conventions).
         size: Walk length in one-pixel steps, >= 0; a number or one per image.
-        seed: Seed of the walks; `None` draws fresh walks.
+        seed: Seed of the walks, an integer in `[0, 2**31 - 1]`; `None` draws
+            fresh walks.
         border: See `pad`.
 
     Returns:
         The blurred images, same shape and dtype.
+
+    Raises:
+        ValueError: For a bad size or seed, a count of per-image sizes other
+            than the number of images, or more steps than the shorter side.
 
     Example:
 
@@ -497,16 +699,21 @@ def random_walk_blur(images, size, seed: int | None = None, border: str = "refle
     >>> random_walk_blur(np.zeros([2, 16, 16, 3], np.uint8), 3, seed=0).shape
     TensorShape([2, 16, 16, 3])
     """
-    size = _levels("size", size)
+    seed_tensor(seed)  # checks the seed before any work
+    images, size = check_levels(images, "size", size, support=RADIUS_SUPPORT["size"])
     return _kernel_blur(images, size, kernels.random_walk, border, seed, random=True, sparse=True)
 
 
 def camera_shake(images, seed: int | None = None, border: str = "reflect"):
     """Vasiljevic et al.'s camera-shake blur, a different trajectory per image.
 
+    Its kernel is always 17 x 17 pixels (`distort.kernels.camera_shake`), so
+    there is no level to bound.
+
     Args:
         images: Images (see the module conventions).
-        seed: Seed of the trajectories; `None` draws fresh ones.
+        seed: Seed of the trajectories, an integer in `[0, 2**31 - 1]`;
+            `None` draws fresh ones.
         border: See `pad`.
 
     Returns:
@@ -518,6 +725,7 @@ def camera_shake(images, seed: int | None = None, border: str = "reflect"):
     >>> camera_shake(np.zeros([2, 32, 32, 3], np.uint8), seed=0).shape
     TensorShape([2, 32, 32, 3])
     """
+    seed_tensor(seed)  # checks the seed before any work
     return _kernel_blur(images, 0.0, lambda _, s: kernels.camera_shake(s), border, seed,
                         random=True)
 
@@ -529,7 +737,7 @@ def awgn(images, sigma, seed: int | None = None, clip: bool = True):
         images: Images (see the module conventions).
         sigma: Noise standard deviation on the 0..255 scale, >= 0; a number or
             one per image.
-        seed: Noise seed; `None` draws fresh noise.
+        seed: Noise seed, an integer in `[0, 2**31 - 1]`; `None` draws fresh noise.
         clip: Clip to 0..255 (default). `False` keeps float outputs unclipped,
             as the original DeepCorrect code did (uint8 outputs are always clipped).
 
@@ -543,10 +751,11 @@ def awgn(images, sigma, seed: int | None = None, clip: bool = True):
     >>> 9.0 < float(np.std(y)) < 11.0
     True
     """
-    sigma = _levels("sigma", sigma)
+    s0 = seed_tensor(seed)
+    images, sigma = check_levels(images, "sigma", sigma)
     x, dtype, single = to_float_batch(images)
     s = tf.reshape(tf.cast(sigma, tf.float32), [-1, 1, 1, 1])
-    y = x + s * tf.random.stateless_normal(tf.shape(x), seed_tensor(seed))
+    y = x + s * tf.random.stateless_normal(tf.shape(x), s0)
     if not clip and dtype != tf.uint8:
         y = tf.cast(y, dtype)
         return y[0] if single else y
@@ -576,7 +785,7 @@ def contrast(images, alpha, gray: str | float = "mean"):
     >>> float(contrast(np.array([[[[0.0, 0, 0]], [[255, 255, 255]]]]), 1.0)[0, 0, 0, 0])
     127.5
     """
-    alpha = _levels("alpha", alpha, 0.0, 1.0)
+    images, alpha = check_levels(images, "alpha", alpha, 0.0, 1.0)
     if not (gray == "mean" or (isinstance(gray, (int, float)) and 0 <= gray <= 255)):
         raise ValueError(f"gray must be 'mean' or a value in [0, 255]. Received: gray={gray!r}")
     x, dtype, single = to_float_batch(images)
@@ -597,12 +806,14 @@ def combined(images, max_level: float = 4.0, seed: int | None = None, border: st
 
     For every image, the random-walk length, the disk radius and the noise
     standard deviation (0..255 scale) are each drawn uniformly from
-    [0, max_level].
+    [0, max_level]. max_level may be at most the images' shorter side (the
+    walk's and the disk's windows then fit, see `KernelSupport`).
 
     Args:
         images: Images (see the module conventions).
         max_level: Upper end of the uniform level range, >= 0 (4 in the paper).
-        seed: Seed of the levels, walks and noise; `None` draws fresh ones.
+        seed: Seed of the levels, walks and noise, an integer in
+            `[0, 2**31 - 1]`; `None` draws fresh ones.
         border: See `pad`.
 
     Returns:
@@ -614,11 +825,13 @@ def combined(images, max_level: float = 4.0, seed: int | None = None, border: st
     >>> combined(np.zeros([2, 16, 16, 3], np.uint8), seed=0).shape
     TensorShape([2, 16, 16, 3])
     """
-    max_level = check_level("max_level", max_level)
-    x, dtype, single = to_float_batch(images)
     s = seed_tensor(seed)
+    max_level = check_level("max_level", max_level)
+    images, max_level = check_levels(images, "max_level", max_level,
+                                     support=RADIUS_SUPPORT["max_level"])
+    x, dtype, single = to_float_batch(images)
     n = tf.shape(x)[0]
-    levels = tf.random.stateless_uniform([3, n], s, 0.0, max_level)
+    levels = tf.random.stateless_uniform([3, n], s, 0.0, tf.cast(max_level, tf.float32))
     walk_seeds = per_image_seeds(s + [0, 1], n)
     walks = _stack_kernels(kernels.random_walk, levels[0], walk_seeds)
     disks = _stack_kernels(lambda r, _: kernels.disk(r), levels[1], walk_seeds)

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from distort import registry
 from distort._checks import check_level
+from distort.seeds import check_seed
 
 SAMPLINGS = ("choice", "uniform")
 
@@ -208,6 +209,7 @@ def _distorted_batches(images, labels, distortion, levels, element, *, fraction,
                        seed, shuffle, repeat, sampling, options, dtype=None, epochs=None,
                        initial_epoch=0, steps_per_epoch=None) -> tf.data.Dataset:
     """Shuffles, batches and distorts; `element(clean, distorted, labels)` shapes each batch."""
+    seed = check_seed(seed)
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1]. Received: fraction={fraction}")
     if batch_size < 1:
@@ -293,6 +295,7 @@ def epoch_batches(images, labels=None, *, batch_size: int, seed: int = 0, shuffl
     >>> later == [x.numpy().tolist() for _, x in ds][3:]
     True
     """
+    seed = check_seed(seed)
     if isinstance(images, tf.data.Dataset):
         raise TypeError("images must be an array (not a tf.data.Dataset) for epoch-indexed "
                         "batches")
@@ -373,6 +376,7 @@ def evaluation_datasets(images, labels, distortion: str, levels: Sequence[float]
         A dict level -> dataset, in the order of `levels` (clean first).
     """
     registry.check_name(distortion)
+    seed = check_seed(seed)
     out: dict = {}
     base = _as_dataset(images, labels).batch(batch_size)
     if include_clean:

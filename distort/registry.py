@@ -10,11 +10,14 @@ TensorShape([2, 16, 16, 3])
 
 from __future__ import annotations
 
-import functools
+import inspect
 import math
 from typing import Callable
 
+import tensorflow as tf
+
 from distort import codecs, ops
+from distort.seeds import check_seed
 
 # name -> (function, name of its level argument, fixed options, random?)
 DISTORTIONS: dict[str, tuple[Callable, str | None, dict, bool]] = {
@@ -90,12 +93,19 @@ def apply(images, name: str, level, seed: int | None = None, **options):
             defocus, length for motion blur, steps for the random walk, the
             maximum level for "combined", and 0 (off) or 1 (on) for
             "camera_shake". A number or one level per image.
-        seed: Seed of random distortions (ignored by deterministic ones).
+        seed: Seed of random distortions (ignored by deterministic ones, but
+            checked): an integer in `[0, distort.seeds.SEED_MAX]`, None for
+            fresh randomness, or a stateless seed tensor of shape [2].
         **options: Further keyword arguments of the distortion's function
             (for example `window="4sigma-1"` or `border="constant"`).
 
     Returns:
         The distorted images, same shape and dtype.
+
+    Raises:
+        ValueError: For an unknown name, or a level outside the distortion's
+            range (the message names the level's own argument, e.g. `sigma`).
+        TypeError: For a seed that is not an integer.
 
     Example:
 
@@ -104,17 +114,70 @@ def apply(images, name: str, level, seed: int | None = None, **options):
     TensorShape([8, 8, 3])
     """
     fn, arg, fixed, random = DISTORTIONS[check_name(name)]
+    if not isinstance(seed, tf.Tensor):
+        seed = check_seed(seed, optional=True)
     kwargs = {**fixed, **options}
     if random:
         kwargs["seed"] = seed
     if arg is None:
-        if level not in (0, 1):
-            raise ValueError(f"level must be 0 (off) or 1 (on) for {name!r}. Received: level={level}")
-        return fn(images, **kwargs) if level == 1 else ops.convolve(images, [[1.0]])
+        return _switch(images, name, level, fn, kwargs)
     return fn(images, level, **kwargs)
 
 
+def _switch(images, name: str, level, fn: Callable, kwargs: dict):
+    """Applies a distortion without a level (camera shake) when `level` is 1, not when 0."""
+    if isinstance(level, tf.Tensor) and not tf.executing_eagerly():
+        on = tf.debugging.assert_equal(
+            tf.logical_or(tf.equal(level, 0.0), tf.equal(level, 1.0)), True,
+            message=f"level must be 0 (off) or 1 (on) for {name!r}")
+        with tf.control_dependencies([on]):
+            return tf.cond(tf.reduce_all(tf.equal(level, 1.0)), lambda: fn(images, **kwargs),
+                           lambda: ops.convolve(images, [[1.0]]))
+    value = level.numpy() if isinstance(level, tf.Tensor) else level
+    try:
+        ok = float(value) in (0.0, 1.0)
+    except (TypeError, ValueError):
+        ok = False
+    if isinstance(value, bool) or not ok:
+        raise ValueError(f"level must be 0 (off) or 1 (on) for {name!r}. Received: level={value!r}")
+    return fn(images, **kwargs) if float(value) == 1.0 else ops.convolve(images, [[1.0]])
+
+
 def distortion(name: str, **options) -> Callable:
-    """Returns `fn(images, level, seed=None)` for one distortion, options bound."""
-    check_name(name)
-    return functools.partial(apply, name=name, **options)
+    """Returns `fn(images, level, seed=0)` for one distortion, `options` bound.
+
+    The function takes its arguments by position or by keyword, for every
+    name: `distortion("gaussian_blur")(images, 2.0)` is
+    `apply(images, "gaussian_blur", 2.0, seed=0)`.
+
+    Args:
+        name: A name from `names()`.
+        **options: Keyword options of the distortion's function, e.g.
+            `window="4sigma-1"` for "gaussian_blur".
+
+    Returns:
+        The function.
+
+    Raises:
+        ValueError: For an unknown name.
+        TypeError: For an option the distortion's function does not take.
+
+    Example:
+
+    >>> import numpy as np
+    >>> blur = distortion("gaussian_blur", window="4sigma-1")
+    >>> blur(np.zeros([8, 8, 3], np.uint8), 1.0).shape
+    TensorShape([8, 8, 3])
+    """
+    fn, arg, fixed, _ = DISTORTIONS[check_name(name)]
+    taken = set(inspect.signature(fn).parameters) - {"images", "seed", arg} - set(fixed)
+    unknown = sorted(set(options) - taken)
+    if unknown:
+        raise TypeError(f"options of {name!r} must be among {sorted(taken)}. Received: {unknown}")
+
+    def distort_images(images, level, seed: int | None = 0):
+        return apply(images, name, level, seed=seed, **options)
+
+    distort_images.__name__ = distort_images.__qualname__ = name
+    distort_images.__doc__ = f"`apply(images, {name!r}, level, seed, **{options!r})`."
+    return distort_images

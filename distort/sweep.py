@@ -35,6 +35,7 @@ from scipy import special
 
 from distort import presets, registry
 from distort.io import atomic_path, atomic_write_text
+from distort.seeds import check_seed
 
 METRICS = ("top1", "top5", "confidence", "entropy", "cross_entropy")
 
@@ -201,6 +202,7 @@ def sweep(models: Mapping[str, object], images: np.ndarray, labels: np.ndarray,
     Returns:
         A `SweepResult`.
     """
+    seed = check_seed(seed)
     images, labels = np.asarray(images), np.asarray(labels).reshape(-1)
     if len(images) == 0:
         raise ValueError("images must not be empty")
@@ -325,6 +327,7 @@ def level_grid(image: np.ndarray, distortions: Mapping[str, Sequence[float]], pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    seed = check_seed(seed)
     image = np.asarray(image)
     rows = list(distortions.items())
     cols = 1 + max(len(v) for _, v in rows)

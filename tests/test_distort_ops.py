@@ -112,10 +112,12 @@ def test_gaussian_blur_matches_scipy(photos, sigma, border):
 
 def test_gaussian_blur_wider_than_the_image_still_reflects():
     x = np.random.default_rng(0).uniform(0, 255, [1, 8, 8, 1]).astype(np.float32)
-    got = distort.gaussian_blur(x, 9.0).numpy()  # window 37 on an 8x8 image
-    ref = ndimage.convolve(x[0, ..., 0].astype(np.float64), kernels.gaussian(9.0).astype(np.float64),
+    got = distort.gaussian_blur(x, 4.0).numpy()  # window 17 on an 8x8 image: the widest allowed
+    ref = ndimage.convolve(x[0, ..., 0].astype(np.float64), kernels.gaussian(4.0).astype(np.float64),
                            mode="reflect")
     np.testing.assert_allclose(got[0, ..., 0], ref, atol=2e-3)
+    with pytest.raises(ValueError, match=r"sigma=9.0 needs a 4\*sigma\+1 = 37-pixel window"):
+        distort.gaussian_blur(x, 9.0)
 
 
 @pytest.mark.parametrize(
@@ -320,6 +322,13 @@ def test_random_distortions_seeded(photos, name, level):
 def test_shapes_dtypes_ranges(n, h, w, c, dtype, case, seed):
     name, level = case
     x = np.random.default_rng(seed).uniform(0, 255, [n, h, w, c]).astype(dtype)
+    # The shorter side a kernel blur needs: its kernel's half-width at this level.
+    needed = {"gaussian_blur": 2 * level, "defocus_blur": level, "random_walk_blur": level,
+              "combined": level, "motion_blur": (level - 1) / 2}.get(name, 0)
+    if min(h, w) < needed:
+        with pytest.raises(ValueError, match="for this image"):
+            distort.apply(x, name, level, seed=seed)
+        return
     y = distort.apply(x, name, level, seed=seed)
     assert y.shape == x.shape
     assert y.dtype.as_numpy_dtype == dtype
