@@ -32,8 +32,9 @@ from typing import Union
 import keras
 import numpy as np
 
+from deepcorrect.checks import check_model
 from deepcorrect.graph import batch_norms_by_input
-from deepcorrect.surgery import CONV_LAYER_TYPES, is_model, leaf_layers
+from deepcorrect.surgery import CONV_LAYER_TYPES, leaf_layers
 
 LayerCount = Union[int, str]
 
@@ -56,11 +57,7 @@ def copy_model(model: keras.Model) -> keras.Model:
     >>> all((a == b).all() for a, b in zip(m.get_weights(), c.get_weights()))
     True
     """
-    if not is_model(model):
-        raise ValueError(
-            "model must be a Functional or Sequential Keras model. "
-            f"Received: model of type {type(model).__name__}"
-        )
+    check_model(model)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     copy.trainable = True
@@ -147,6 +144,7 @@ def finetune(
     >>> sorted({w.path.split("/")[-2] for w in finetune(m, 1).trainable_weights})
     ['c1']
     """
+    check_model(pretrained, "pretrained")
     names = set(finetune_layer_names(pretrained, k, train_batch_norm))
     model = copy_model(pretrained)
     for layer in leaf_layers(model):
@@ -172,11 +170,7 @@ def reinitialized(pretrained: keras.Model) -> keras.Model:
     >>> reinitialized(m).count_params() == m.count_params()
     True
     """
-    if not is_model(pretrained):
-        raise ValueError(
-            "pretrained must be a Functional or Sequential Keras model. "
-            f"Received: pretrained of type {type(pretrained).__name__}"
-        )
+    check_model(pretrained, "pretrained")
     model = keras.models.clone_model(pretrained)
     model.trainable = True
     return model

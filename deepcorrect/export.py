@@ -32,6 +32,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from deepcorrect.checks import check_model
 from distort.io import atomic_dir
 from distort.preprocessing import Preprocess
 from distort.preprocessing import resolve as resolve_preprocessing
@@ -48,6 +49,7 @@ def outputs_are_probabilities(model: keras.Model) -> bool:
     >>> outputs_are_probabilities(m)
     True
     """
+    check_model(model)
     last = model.layers[-1]
     if isinstance(last, keras.layers.Softmax):
         return True
@@ -108,6 +110,7 @@ def serving_functions(
     >>> sorted(serving_functions(m, "unit"))
     ['serving_bytes', 'serving_default']
     """
+    check_model(model)
     height, width = _image_input_shape(model)
     target_height, target_width = _check_image_size(image_size, height, width)
     if height is not None and (target_height, target_width) != (height, width):
@@ -209,6 +212,7 @@ def export(
         The path written, as a string.
 
     Raises:
+        TypeError: if `model` is not a Functional or Sequential model.
         ValueError: for an unknown `preprocess`, a model that is not an RGB
             image classifier, or a bad `image_size`.
 

@@ -51,6 +51,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from deepcorrect.checks import check_model
 from deepcorrect.ranking import (
     SITES,
     _check_choice,
@@ -143,6 +144,7 @@ class IdealCorrection:
     """
 
     def __init__(self, model: keras.Model, layer_name: str, site: str = "pre_activation"):
+        check_model(model)
         if keras.backend.backend() != "tensorflow":
             raise ValueError("IdealCorrection needs the TensorFlow backend of Keras.")
         _check_choice("site", site, SITES)

@@ -79,7 +79,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deepcorrect import graph
+from deepcorrect import checks, graph
 from distort.io import atomic_write_text
 
 FORMAT_VERSION = 1
@@ -371,9 +371,11 @@ class Ranking:
                 (`wrap` passes `"ranks"`); None for the ranking itself.
 
         Raises:
+            TypeError: if `model` is not a Functional or Sequential model.
             ValueError: naming the first ranked layer that the model lacks or
                 that has another number of filters.
         """
+        checks.check_model(model)
         subject = f"{argument} was made for a model whose layer" if argument else "Ranking layer"
         convs = {layer.name: layer for layer in _conv_layers(model)}
         for name, count in self.filter_counts.items():
@@ -1505,15 +1507,19 @@ def rank(
         A `Ranking`.
 
     Raises:
+        TypeError: if `model` is not a Functional or Sequential model.
         ValueError: on an unknown or non-conv layer name, empty images,
-            mismatched labels, an unknown site/score/method, empty levels, or a
-            checkpoint of another run.
+            images of another size than the model's input (they are not
+            resized), mismatched labels or labels outside `[0, classes - 1]`,
+            an unknown site/score/method, empty levels, or a checkpoint of
+            another run.
 
     Example:
 
     >>> ranking = rank(model, x_val, y_val, "gaussian_blur", [1.0, 2.0])
     >>> ranking.top("conv1", 0.5)
     """
+    checks.check_model(model)
     if keras.backend.backend() != "tensorflow":
         raise ValueError("rank needs the TensorFlow backend of Keras.")
     _check_choice("site", site, SITES)
@@ -1530,6 +1536,7 @@ def rank(
             f"images must be a non-empty batch. Received shape {images.shape}."
         )
     labels = _check_labels(labels, images.shape[0])
+    checks.check_class_labels(labels, model)
     levels = [float(v) for v in np.atleast_1d(np.asarray(levels, dtype=float))]
     if not levels:
         raise ValueError(
@@ -1552,6 +1559,7 @@ def rank(
         clean=_prep(preprocess, raw), labels=labels, raw=raw, levels=levels,
         distort_fn=distort_fn, preprocess=preprocess, seed=int(seed),
     )
+    checks.check_image_size(data.clean, model)  # what the model reads, after `preprocess`
     counts = {s.layer_name: s.channels for s in sites}
     ranges = {
         s.layer_name: [min(filters[0], s.channels), min(filters[1], s.channels)]

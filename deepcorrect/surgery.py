@@ -47,6 +47,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import keras
 import numpy as np
 
+from deepcorrect.checks import check_model, check_momentum
 from deepcorrect.graph import batch_norms_by_input, flatten, leaf_layers
 from deepcorrect.graph import is_graph_model as is_model
 from deepcorrect.layers import GatherChannels, ScatterChannels, validate_channel_indices
@@ -76,6 +77,8 @@ class Correction:
         indices: the corrected channel indices, most susceptible first.
         unit: a `UNIT_PRESETS` name or a unit factory.
         kernel_size: inner kernel size of the unit.
+        bn_momentum: momentum of the unit's batch norms; None for Keras's
+            default (0.99).
     """
 
     layer_name: str
@@ -83,6 +86,7 @@ class Correction:
     indices: tuple[int, ...]
     unit: UnitSpec
     kernel_size: int
+    bn_momentum: float | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -98,6 +102,7 @@ def conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
     >>> [layer.name for layer in conv_layers(m)]
     ['c']
     """
+    check_model(model)
     return [layer for layer in leaf_layers(model) if isinstance(layer, CONV_LAYER_TYPES)]
 
 
@@ -282,6 +287,7 @@ def choose_layers(
     >>> choose_layers(m, {"a": [0], "b": [1]}, first=1)
     ['a']
     """
+    check_model(model)
     table = _layer_table(model)
     convs = [n for n, layer in table.items() if isinstance(layer, CONV_LAYER_TYPES)]
     if not convs:
@@ -340,6 +346,7 @@ def plan_corrections(
     layers: Sequence[str] | None = None,
     first: int | None = None,
     kernel_size: int | Mapping[str, int] = 3,
+    unit_bn_momentum: float | None = None,
 ) -> list[Correction]:
     """Validates `wrap`'s arguments and returns one `Correction` per layer.
 
@@ -357,6 +364,15 @@ def plan_corrections(
     >>> plan_corrections(m, {"c": [3, 1, 0, 2]})[0].indices
     (3, 1)
     """
+    check_model(model)
+    if unit_bn_momentum is not None:
+        unit_bn_momentum = check_momentum(unit_bn_momentum, "unit_bn_momentum")
+        if callable(unit) or (isinstance(unit, Mapping) and any(map(callable, unit.values()))):
+            raise ValueError(
+                "unit_bn_momentum sets the batch norms of preset units; a unit factory "
+                "builds its own layers. Received: a callable unit with "
+                f"unit_bn_momentum={unit_bn_momentum}"
+            )
     check = getattr(ranks, "check_model", None)
     if callable(check):  # a Ranking: its layers and filter counts must fit the model
         check(model, argument="ranks")
@@ -391,6 +407,7 @@ def plan_corrections(
                 kernel_size=_check_kernel_size(
                     _per_layer(kernel_size, name, chosen, "kernel_size")
                 ),
+                bn_momentum=unit_bn_momentum,
             )
         )
     return plan
@@ -528,12 +545,15 @@ class GraphRewriter:
             if callable(correction.unit):
                 unit = correction.unit(len(indices), correction.kernel_size, f"{name}_unit")
             else:
+                options = {} if correction.bn_momentum is None else {
+                    "bn_momentum": correction.bn_momentum}
                 unit = CorrectionUnit(
                     len(indices),
                     preset=correction.unit,
                     kernel_size=correction.kernel_size,
                     channel_indices=indices if fused else None,
                     name=f"{name}_unit",
+                    **options,
                 )
             block = {"unit": unit}
             if not fused:
@@ -579,6 +599,7 @@ def head_layer_names(model: keras.Model, count: int) -> list[str]:
     >>> head_layer_names(m, 1)
     ['d']
     """
+    check_model(model)
     heads = [layer.name for layer in leaf_layers(model) if isinstance(layer, HEAD_LAYER_TYPES)]
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not (
         0 <= count <= len(heads)
@@ -590,8 +611,9 @@ def head_layer_names(model: keras.Model, count: int) -> list[str]:
     return heads[len(heads) - int(count) :]
 
 
-# Where `wrap` splices a unit: the conv's output or its batch norm's output.
-UNIT_SITES = ("conv", "batch_norm")
+# Where `wrap` splices a unit: "auto" (after the conv's batch norm where it has one,
+# on the conv output otherwise), the conv's output, or its batch norm's output.
+UNIT_SITES = ("auto", "conv", "batch_norm")
 
 
 def wrap(
@@ -604,15 +626,17 @@ def wrap(
     kernel_size: int | Mapping[str, int] = 3,
     train_head: int = 0,
     train_batch_norm: bool = False,
-    site: str = "conv",
+    site: str = "auto",
     fused: bool = True,
+    unit_bn_momentum: float | None = None,
 ) -> keras.Model:
     """Adds DeepCorrect correction units to a pretrained model.
 
     For each chosen conv layer, the `beta * N` top-ranked output channels are
     gathered, corrected by a `CorrectionUnit` and scattered back to their
-    positions, before the layer's batch norm and activation (after the batch
-    norm with `site="batch_norm"`). Every pretrained
+    positions: after the batch norm that directly follows the conv where there
+    is one, on the conv's output otherwise (`site="auto"`, the default), and
+    always before the activation. Every pretrained
     layer is frozen (`trainable=False`; in Keras 3 a frozen
     `BatchNormalization` also runs in inference mode, with its moving
     statistics, during training); only the units are trainable, plus the last
@@ -650,12 +674,15 @@ def wrap(
             during training, so it absorbs shifts in scale that a unit causes
             instead of amplifying them (a frozen one divides by its moving
             standard deviation). Defaults to False: only the units train.
-        site: where each unit reads and writes. `"conv"` (the default, as the
-            paper's CIFAR code): the conv layer's own output, before its batch
-            norm. `"batch_norm"`: the output of the `BatchNormalization`
-            directly after the conv (normalised activations, before the
-            activation), so a frozen batch norm does not rescale what the unit
-            changes; convs without one keep the `"conv"` site.
+        site: where each unit reads and writes. `"auto"` (the default): after
+            the batch norm directly following the conv where the conv has one,
+            on the conv's output otherwise. `"batch_norm"`: the output of the
+            `BatchNormalization` directly after the conv (normalised
+            activations, before the activation), so a frozen batch norm does
+            not rescale what the unit changes; every corrected conv must have
+            one. `"conv"` (the paper's CIFAR code, and this function's default
+            before `"auto"`): the conv layer's own output, before its batch
+            norm.
         fused: how corrected channels are routed. True (the default): each
             preset unit reads the conv's full output and folds the gather and
             scatter into its first and last 1x1 convs (zero-padded kernels,
@@ -663,14 +690,22 @@ def wrap(
             False: explicit `GatherChannels` -> unit -> `ScatterChannels`
             layers (always used for custom unit factories). Both give the same
             outputs, and leave the uncorrected channels bit for bit unchanged.
+        unit_bn_momentum: momentum of the batch norms inside preset units
+            (saved with the model), a number in [0, 1). Defaults to None:
+            Keras's 0.99, whose moving statistics need a few hundred steps to
+            forget their start (mean 0, variance 1); short runs want less
+            (the ImageNet example uses 0.9). The `"no_bn"` preset has none.
 
     Returns:
         A new functional model with the same inputs and outputs.
 
     Raises:
+        TypeError: if `pretrained` is not a Functional or Sequential model.
         ValueError: for a `beta` outside (0, 1], unknown or non-conv layer
             names, invalid channel indices, a `Ranking` that does not fit the
-            model, an unknown unit preset, or a model without conv layers.
+            model, an unknown unit preset, an unknown `site` (or
+            `site="batch_norm"` for a conv without a batch norm), or a model
+            without conv layers.
 
     Example:
 
@@ -683,6 +718,7 @@ def wrap(
     >>> [w.path.split("/")[0] for w in model.trainable_weights][:1]
     ['conv1_unit']
     """
+    check_model(pretrained, "pretrained")
     if site not in UNIT_SITES:
         raise ValueError(f"site must be one of {UNIT_SITES}. Received: site={site!r}")
     plan = plan_corrections(
@@ -693,15 +729,24 @@ def wrap(
         layers=layers,
         first=first,
         kernel_size=kernel_size,
+        unit_bn_momentum=unit_bn_momentum,
     )
     after = batch_norms_by_input(pretrained)
+    if site == "batch_norm":
+        lacking = [c.layer_name for c in plan if c.layer_name not in after]
+        if lacking:
+            raise ValueError(
+                f"site='batch_norm' puts each unit after the batch norm that follows its "
+                f"conv, but the convs {lacking} have none. Use site='auto' (after the batch "
+                "norm where there is one, on the conv output otherwise) or site='conv'."
+            )
     trained = set(head_layer_names(pretrained, train_head))
     trained.update(bn for name in list(trained) for bn in after.get(name, ()))  # as Finetune-k
     if train_batch_norm:
         trained.update(bn for c in plan for bn in after.get(c.layer_name, ()))
     # A unit is spliced in after the layer it is keyed by: the conv, or its batch norm.
     rewriter = GraphRewriter(
-        {(after.get(c.layer_name, [c.layer_name])[0] if site == "batch_norm" else c.layer_name): c
+        {(after.get(c.layer_name, [c.layer_name])[0] if site != "conv" else c.layer_name): c
          for c in plan},
         fused=fused,
     )
@@ -722,6 +767,7 @@ def trainable_parameters(model: keras.layers.Layer) -> int:
     >>> trainable_parameters(wrap(pretrained, {"c": [0, 1, 2, 3]}, beta=0.5))  # one 2-channel unit
     100
     """
+    check_model(model, layer_ok=True)
     return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
 
 
@@ -738,6 +784,7 @@ def correction_units(model: keras.Model) -> dict[str, keras.layers.Layer]:
     >>> list(correction_units(wrap(pretrained, {"c": [0, 1, 2, 3]})))
     ['c']
     """
+    check_model(model)
     suffix = "_unit"
     return {
         layer.name[: -len(suffix)]: layer

@@ -38,6 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from deepcorrect import checks
 from distort import pipeline, training_state
 from distort.io import atomic_path
 
@@ -187,10 +188,22 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
         The Keras `History` (of the epochs run in this call).
 
     Raises:
+        TypeError: If `model` (or `teacher`) is not a Functional or
+            Sequential model.
         ValueError: For an unknown preset, a model without trainable weights,
+            images of another size than the model's input (they are not
+            resized), labels outside `[0, classes - 1]`,
             or a checkpoint of another run (other seed, batch size, data or
             distortion).
     """
+    checks.check_model(model)
+    if teacher is not None:
+        checks.check_model(teacher, "teacher")
+    sample = np.array(images[:1], np.float32)  # a copy: `preprocess` may work in place
+    checks.check_image_size(sample if preprocess is None else np.asarray(preprocess(sample)),
+                            model)
+    if labels is not None and teacher is None:
+        checks.check_class_labels(labels, model)
     if preset not in TRAINING_PRESETS:
         raise ValueError(f"preset must be one of {sorted(TRAINING_PRESETS)}. Received: preset={preset!r}")
     if labels is None and teacher is None:

@@ -117,5 +117,5 @@ def test_reinitialized_has_fresh_trainable_weights():
     assert len(model.trainable_weights) == len(pretrained.trainable_weights)
     kernel = model.get_layer("conv1").kernel.numpy()
     assert not np.array_equal(kernel, pretrained.get_layer("conv1").kernel.numpy())
-    with pytest.raises(ValueError, match="pretrained must be a Functional or Sequential"):
+    with pytest.raises(TypeError, match=r"pretrained must be a keras.Model \(Functional or Sequential\)"):
         reinitialized(keras.layers.Dense(2))

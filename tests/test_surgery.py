@@ -217,7 +217,7 @@ def test_every_preset_starts_as_the_identity(unit):
 def test_perturbed_units_change_only_the_selected_channels(fused):
     pretrained = functional_bn_cnn()
     ranks = {"conv2": [5, 1, 7, 0, 2, 3, 4, 6]}
-    wrapped = wrap(pretrained, ranks, beta=0.5, fused=fused)
+    wrapped = wrap(pretrained, ranks, beta=0.5, fused=fused, site="conv")
     perturb_units(wrapped)
     x = images(pretrained)
     assert max_abs_diff(wrapped(x), pretrained(x)) > 1e-3
@@ -339,7 +339,7 @@ def test_batch_norm_site_puts_the_unit_after_the_batch_norm():
     assert producer("bn1") == "conv1" and producer("conv1_unit") == "bn1"
     assert producer("relu1") == "conv1_unit"
     assert producer("bn2") == "conv2" and producer("conv2_unit") == "bn2"
-    with pytest.raises(ValueError, match=r"site must be one of \('conv', 'batch_norm'\)"):
+    with pytest.raises(ValueError, match=r"site must be one of \('auto', 'conv', 'batch_norm'\)"):
         wrap(pretrained, random_ranks(pretrained), site="relu")
 
 

@@ -1,0 +1,223 @@
+"""Argument checks shared by the public `deepcorrect` functions and its command line.
+
+Three rules, each with one error wording:
+
+- A model argument must be a Functional or Sequential `keras.Model`
+  (`check_model`): anything else, `None` included, is a `TypeError` naming the
+  argument, never an `AttributeError` from deep inside a graph walk.
+- Labels must be class indices of the model they are used with
+  (`check_class_labels`): in `[0, classes - 1]` for a model with `classes`
+  outputs.
+- Images must have the model's input size (`check_image_size`). Only the
+  functions that document a resize resize: `distort.sweep.sweep` (and so
+  `deepcorrect evaluate`) resizes distorted images to each model's input, as
+  the papers distort a photo once and let each network resize it. `rank` and
+  `train` feed the images to the model as they are, so another size is refused
+  with both sizes named.
+
+Example:
+
+>>> import keras, numpy as np
+>>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+...                           keras.layers.Dense(4)])
+>>> check_class_labels(np.array([0, 3, 1]), model)
+>>> check_image_size(np.zeros((2, 8, 8, 3)), model)
+>>> check_model(None)
+Traceback (most recent call last):
+...
+TypeError: model must be a keras.Model (Functional or Sequential). Received: model=None
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from deepcorrect.graph import is_graph_model
+
+__all__ = ["check_class_labels", "check_image_size", "check_model", "check_momentum",
+           "model_classes"]
+
+
+def _received(argument: str, value: Any) -> str:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return f"{argument}={value!r}"
+    kind = type(value).__name__
+    if isinstance(value, keras.Model):
+        kind += " (a subclassed keras.Model, which has no graph to rewrite)"
+    return f"{argument} of type {kind}"
+
+
+def check_model(model: Any, argument: str = "model", layer_ok: bool = False) -> None:
+    """Raises a TypeError unless `model` is a Functional or Sequential Keras model.
+
+    Args:
+        model: The value passed as a model.
+        argument: The name of the argument, for the message. Defaults to
+            `"model"`.
+        layer_ok: Also accept any `keras.layers.Layer` (for functions such as
+            `trainable_parameters` that count a single layer too). Defaults to
+            False.
+
+    Raises:
+        TypeError: For `None`, a layer, a subclassed model or anything else,
+            naming `argument`.
+
+    Example:
+
+    >>> check_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    >>> check_model(keras.layers.Dense(1), "pretrained")
+    Traceback (most recent call last):
+    ...
+    TypeError: pretrained must be a keras.Model (Functional or Sequential). Received: pretrained of type Dense
+    """
+    if layer_ok and isinstance(model, keras.layers.Layer):
+        return
+    if not is_graph_model(model):
+        allowed = "a keras.Model or a keras.layers.Layer" if layer_ok else \
+            "a keras.Model (Functional or Sequential)"
+        raise TypeError(f"{argument} must be {allowed}. Received: {_received(argument, model)}")
+
+
+def check_momentum(value: Any, argument: str = "momentum") -> float:
+    """Checks a batch-norm momentum: a finite number in [0, 1).
+
+    Args:
+        value: The momentum (the weight of the old moving statistics).
+        argument: The name of the argument, for the message.
+
+    Returns:
+        The momentum as a float.
+
+    Raises:
+        TypeError: For a value that is not a real number.
+        ValueError: For NaN, infinity or a value outside [0, 1).
+
+    Example:
+
+    >>> check_momentum(0.9)
+    0.9
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{argument} must be a number in [0, 1). Received: {argument}={value!r}")
+    if not np.isfinite(value) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{argument} must be a finite number in [0, 1). "
+                         f"Received: {argument}={value}")
+    return float(value)
+
+
+def model_classes(model: keras.Model) -> int | None:
+    """The number of classes of a classifier: the last axis of its one output.
+
+    Returns:
+        The size of the output's last axis, or None when the model has
+        several outputs or that size is unknown.
+
+    Example:
+
+    >>> model_classes(keras.Sequential([keras.Input((3,)), keras.layers.Dense(7)]))
+    7
+    """
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    if not isinstance(shape, tuple) or not shape or not isinstance(shape[-1], int):
+        return None
+    return int(shape[-1])
+
+
+def check_class_labels(labels: Any, model: keras.Model, argument: str = "labels") -> None:
+    """Raises a ValueError unless every label is a class index of `model`.
+
+    Integer labels must lie in `[0, classes - 1]`, where `classes` is the size
+    of the model's output. One-hot rows (a 2-D array) must have `classes`
+    columns. A model whose class count is unknown accepts any non-negative
+    label.
+
+    Args:
+        labels: Class indices `[N]` (or `[N, 1]`), or one-hot rows `[N, classes]`.
+        model: The classifier the labels are used with.
+        argument: The argument (or command-line option) that passed the labels.
+
+    Raises:
+        ValueError: Naming `argument`, the allowed range and the offending
+            values.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(10)], name="clf")
+    >>> check_class_labels([12, 13], model)
+    Traceback (most recent call last):
+    ...
+    ValueError: labels must be class indices in [0, 9] (model 'clf' has 10 outputs). Received: 2 labels out of range: [12, 13]
+    """
+    classes = model_classes(model)
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        if classes is not None and labels.shape[1] != classes:
+            raise ValueError(
+                f"{argument} as one-hot rows must have {classes} columns (model "
+                f"{model.name!r} has {classes} outputs). Received: {argument} of shape "
+                f"{labels.shape}"
+            )
+        return
+    if labels.size == 0 or not np.issubdtype(labels.dtype, np.number):
+        return  # the size and type checks of the function report these
+    values = labels.reshape(-1)
+    high = np.inf if classes is None else classes - 1
+    bad = np.unique(values[(values < 0) | (values > high)])
+    if bad.size:
+        shown = [v.item() for v in bad[:5]] + (["..."] if bad.size > 5 else [])
+        allowed = ">= 0" if classes is None else f"in [0, {classes - 1}]"
+        outputs = "" if classes is None else f" (model {model.name!r} has {classes} outputs)"
+        count = int(np.isin(values, bad).sum())
+        raise ValueError(
+            f"{argument} must be class indices {allowed}{outputs}. Received: {count} "
+            f"labels out of range: {shown}"
+        )
+
+
+def check_image_size(images: Any, model: keras.Model, argument: str = "images") -> None:
+    """Raises a ValueError unless `images` fit the model's fixed input shape.
+
+    Dimensions the model leaves open (None) accept any size. The images are not
+    resized: resize them first (`distort.sweep.fit_to_model` resizes as a sweep
+    does), or load an image folder at the model's size.
+
+    Args:
+        images: `[N, H, W, C]` images.
+        model: A model with one image input.
+        argument: The argument (or command-line option) that passed the images.
+
+    Raises:
+        ValueError: Naming `argument`, the model's input size and the images'.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten()], name="clf")
+    >>> check_image_size(np.zeros((1, 64, 64, 3)), model)
+    Traceback (most recent call last):
+    ...
+    ValueError: images must be 32x32x3 images, the input size of model 'clf'. Received: images of 64x64x3 (rank and train do not resize; resize them first)
+    """
+    try:
+        expected = tuple(model.input_shape[1:])
+    except (AttributeError, ValueError, RuntimeError, TypeError):
+        return  # several inputs or an unbuilt model: the model's own call reports it
+    shape = tuple(np.shape(images)[1:])
+    if not expected or not all(e is None or isinstance(e, int) for e in expected):
+        return
+    if len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape)):
+        return
+
+    def size(dims) -> str:
+        return "x".join("any" if d is None else str(d) for d in dims)
+
+    raise ValueError(
+        f"{argument} must be {size(expected)} images, the input size of model "
+        f"{model.name!r}. Received: {argument} of {size(shape) or 'shape ()'} (rank and "
+        "train do not resize; resize them first)"
+    )
