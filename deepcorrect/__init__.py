@@ -10,5 +10,9 @@ from deepcorrect.units import UNIT_PRESETS, CorrectionUnit
 # Correction-priority ranking (Algorithm 1).
 from deepcorrect.ranking import Ranking, rank, spearman
 
+# Test-time repairs: batch-norm statistics adaptation and TENT.
+from deepcorrect.adaptation import adapt_batch_norm, batch_norm_layers
+from deepcorrect.tent import tent
+
 # The training recipe (half-distorted batches, SGD, step schedule, resume).
 from deepcorrect.training import TRAINING_PRESETS, LabelFreeTrainer, train
