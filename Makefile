@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= out
 
-.PHONY: help install demo test test-all bench clean
+.PHONY: help install demo test test-slow test-all bench clean
 
 help:
 	@echo "make demo   - run the main job on its embedded default data (writes $(OUT)/demo)"
 	@echo "make test   - run the fast test suite"
+	@echo "make test-slow - run only the tests marked slow (CI runs them after make test)"
 	@echo "make test-all - run every test, slow ones included"
 	@echo "make bench  - run the speed benchmarks (prints JSON)"
 
@@ -30,6 +31,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -m slow
 
 test-all: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -m ""

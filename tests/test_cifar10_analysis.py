@@ -64,6 +64,7 @@ def ideal_run(baseline, tmp_path_factory):
     return out, argv
 
 
+@pytest.mark.slow  # trains for tens of seconds: `make test-slow`
 def test_ideal_correction_end_points_and_counts(baseline, ideal_run):
     import keras
 
@@ -310,6 +311,7 @@ def test_first_n_trains_the_first_parameter_layers():
     assert zhou.feature_layer(model) == "bn3"
 
 
+@pytest.mark.slow  # trains for tens of seconds: `make test-slow`
 def test_zhou_no_train_row_and_fig8_reference(baseline, tmp_path):
     import keras
 

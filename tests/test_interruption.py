@@ -200,6 +200,7 @@ def test_deepcorrect_rank_resumes_after_sigkill(workspace, tmp_path):
     assert np.ptp(priorities) > 0, "a constant ranking would make the comparison empty"
 
 
+@pytest.mark.slow  # trains for tens of seconds: `make test-slow`
 def test_deepcorrect_train_resumes_after_sigkill(workspace, tmp_path):
     def progress(folder: Path) -> int:
         state = _json(folder / "ck" / "state.json")
@@ -220,6 +221,7 @@ def test_deepcorrect_train_resumes_after_sigkill(workspace, tmp_path):
         _weights(workspace / "wrapped.keras"), _weights(resumed / "trained.keras")))
 
 
+@pytest.mark.slow  # trains for tens of seconds: `make test-slow`
 def test_qrnet_train_resumes_after_sigkill(workspace, tmp_path):
     def progress(folder: Path) -> int:
         state = _json(folder / "run" / "checkpoints" / "state.json")

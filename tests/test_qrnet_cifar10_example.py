@@ -20,6 +20,7 @@ def _example():
     return qrnet_cifar10
 
 
+@pytest.mark.slow  # trains for tens of seconds: `make test-slow`
 def test_quick_run_tables_figures_and_cache(tmp_path, capsys):
     if not CIFAR10.is_file():
         pytest.skip(f"CIFAR-10 not found at {CIFAR10}")
