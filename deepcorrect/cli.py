@@ -7,14 +7,18 @@ ranking, correction units, Finetune and QRNet for comparison, a table and a repo
 A typical session on CIFAR-10 (models are `.keras` files or `keras.applications`
 names with `--weights`; data is an image folder or a CIFAR-style `.npz`):
 
-    deepcorrect rank --model base.keras --data cifar10.npz --distortion gaussian_blur \\
-        --preset deepcorrect_cifar --limit 1000 --out ranking.json
+    deepcorrect rank --model base.keras --data ../shared/data/cifar10/cifar10.npz \\
+        --distortion gaussian_blur --preset deepcorrect_cifar --limit 1000 --out ranking.json
     deepcorrect wrap --model base.keras --ranking ranking.json --beta 0.5 --out wrapped.keras
-    deepcorrect train --model wrapped.keras --data cifar10.npz --distortion gaussian_blur \\
-        --preset deepcorrect_cifar --epochs 5 --checkpoint-dir runs/blur --out corrected.keras
-    deepcorrect evaluate --model base.keras --model corrected.keras --data cifar10.npz \\
-        --distortion gaussian_blur --preset deepcorrect_cifar --out eval/
+    deepcorrect train --model wrapped.keras --data ../shared/data/cifar10/cifar10.npz \\
+        --distortion gaussian_blur --preset deepcorrect_cifar --epochs 5 \\
+        --checkpoint-dir runs/blur --out corrected.keras
+    deepcorrect evaluate --model base.keras --model corrected.keras \\
+        --data ../shared/data/cifar10/cifar10.npz --distortion gaussian_blur \\
+        --preset deepcorrect_cifar --out eval/
     deepcorrect export --model corrected.keras --out serving/
+
+(the session of README.md, which `tests/test_cli_session.py` runs for every distortion).
 
 Errors print one line on stderr and exit with status 2. `rank` and `train`
 killed part-way resume when run again with the same command.
@@ -87,6 +91,7 @@ def _run_rank(args) -> None:
     partial = str(args.out) + ".partial"  # finished layers; a rerun resumes from it
     _, (model, preprocess), size = load_model_spec(args.model, args.weights)
     x, y = _load_data(args, "train", size)
+    _check_data(args, args.model, model, x, y)
     options = presets.options(args.preset).get(args.distortion, {})
     distortion = registry.distortion(args.distortion, **options) if options else args.distortion
     ranking = deepcorrect.rank(model, x, y, distortion, _levels(args), layers=args.layers,
@@ -108,12 +113,81 @@ def _run_wrap(args) -> None:
     refuse_existing(args.out, args.overwrite)
     label, (model, preprocess), _ = load_model_spec(args.model, args.weights)
     ranking = _load_ranking(args.ranking, model)
-    wrapped = deepcorrect.wrap(model, ranking, beta=args.beta, unit=args.unit, first=args.first,
+    options = _wrap_options(args, model, ranking)  # beta, layers, kernel size, batch norms
+    wrapped = deepcorrect.wrap(model, ranking, unit=args.unit, **options,
                                train_head=args.train_head, site=args.site)
     wrapped = taking_pixels(wrapped, label, preprocess)
     _save(wrapped, args.out)
     trainable = deepcorrect.trainable_parameters(wrapped)
     print(f"wrote {args.out} ({trainable:,} trainable parameters)")
+
+
+def _wrap_options(args, model, ranking) -> dict:
+    """`deepcorrect.wrap` keyword arguments from the `wrap` flags.
+
+    `--beta` and `--kernel-size` take one value for every corrected layer, and
+    `LAYER=VALUE` entries for single layers (`--beta 0.5 conv1=0.75`); with
+    per-layer entries, every corrected layer needs a value.
+    """
+    from deepcorrect.surgery import choose_layers
+
+    chosen = choose_layers(model, ranking, layers=args.layers, first=args.first)
+    return {
+        "beta": _per_layer_values(args.beta, "--beta", float, chosen),
+        "kernel_size": _per_layer_values(args.kernel_size, "--kernel-size", int, chosen),
+        "layers": args.layers,
+        "first": args.first,
+        "unit_bn_momentum": args.unit_bn_momentum,
+        "train_batch_norm": {"auto": "auto", "yes": True, "no": False}[args.train_batch_norm],
+    }
+
+
+def _per_layer_values(tokens: list[str], flag: str, kind: type, chosen: list[str]):
+    """One value, or `{layer: value}` for every corrected layer, from `VALUE` and `LAYER=VALUE`."""
+    default, per_layer = None, {}
+    for token in tokens:
+        name, _, text = token.rpartition("=")
+        try:
+            value = kind(text)
+        except ValueError:
+            raise CLIError(f"{flag} takes a {kind.__name__} or LAYER={kind.__name__.upper()} "
+                           f"entries. Received: {token}") from None
+        if not name and default is not None:
+            raise CLIError(f"{flag} takes one value for every layer. Received: {default}, {text}")
+        if name:
+            per_layer[name] = value
+        else:
+            default = value
+    if not per_layer:
+        return default
+    extra = sorted(set(per_layer) - set(chosen))
+    if extra:
+        raise CLIError(f"{flag} names layers that are not corrected: {extra}. "
+                       f"Corrected layers: {chosen}")
+    missing = [name for name in chosen if name not in per_layer and default is None]
+    if missing:
+        raise CLIError(f"{flag} has no value for the corrected layers {missing}: give one value "
+                       f"for every layer too (e.g. {flag} {tokens[0].rpartition('=')[2]} "
+                       f"{' '.join(tokens)})")
+    return {name: per_layer.get(name, default) for name in chosen}
+
+
+def _check_data(args, flag_value: str, model, x, y) -> None:
+    """Refuses `--data` that does not fit a model: labels outside its classes, another size.
+
+    `rank` and `train` feed the images to the model as they are, so their size
+    must be the model's input size (an image folder is read at that size);
+    `evaluate` resizes, as `distort.sweep` does, and passes `x=None`.
+    """
+    from deepcorrect import checks
+
+    try:
+        if x is not None:
+            checks.check_image_size(x, model)
+        if y is not None:
+            checks.check_class_labels(y, model)
+    except ValueError as e:
+        raise CLIError(f"--data {args.data} does not fit --model {flag_value}: {e}") from None
 
 
 def taking_pixels(model, label: str, preprocess) -> "keras.Model":
@@ -207,16 +281,42 @@ def _run_train(args) -> None:
     refuse_existing(args.out, args.overwrite)
     label, (model, preprocess), size = load_model_spec(args.model, args.weights)
     x, y = _load_data(args, "train", size)
+    _check_data(args, args.model, model, x, None if args.teacher else y)
     teacher = None
     if args.teacher:
-        teacher_label, (teacher, teacher_preprocess), _ = load_model_spec(args.teacher, args.weights)
+        teacher_label, (teacher, teacher_preprocess), _ = load_model_spec(
+            args.teacher, _teacher_weights(args), "--teacher")
         teacher = taking_pixels(teacher, teacher_label, teacher_preprocess)
+    elif args.teacher_weights is not None:
+        raise CLIError("--teacher-weights needs --teacher. Received: --teacher-weights "
+                       f"{args.teacher_weights} without --teacher")
     deepcorrect.train(model, x, None if teacher else y, args.distortion, _levels(args),
                       preset=args.recipe, epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, teacher=teacher, preprocess=preprocess,
                       checkpoint_dir=args.checkpoint_dir, seed=args.seed)
     _save(model, args.out)
     print(f"wrote {args.out}")
+
+
+def _teacher_weights(args) -> str | None:
+    """The weights of a `keras.applications` `--teacher`.
+
+    `--teacher-weights` when given; otherwise `--weights` when `--teacher`
+    names the same application as `--model` (the same network, so the same
+    weights); otherwise None (Keras's ImageNet download).
+    """
+    teacher_is_file = Path(args.teacher).suffix == ".keras"
+    if args.teacher_weights is not None:
+        if teacher_is_file:
+            raise CLIError("--teacher-weights sets the weights of a keras.applications "
+                           f"--teacher, but --teacher is a .keras file: {args.teacher}")
+        return args.teacher_weights
+    if args.teacher == args.model and not teacher_is_file:
+        return args.weights
+    if args.weights is not None and not teacher_is_file and Path(args.model).suffix == ".keras":
+        raise CLIError(f"--weights sets the weights of a keras.applications --model, but --model "
+                       f"is a .keras file: {args.model}. Give the teacher's with --teacher-weights")
+    return None
 
 
 def _run_evaluate(args) -> None:
@@ -231,6 +331,8 @@ def _run_evaluate(args) -> None:
         specs[label] = spec
         size = size or s
     x, y = _load_data(args, "test", size)
+    for label, (model, _) in specs.items():
+        _check_data(args, label, model, None, y)  # no size check: the sweep resizes
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = sweep(specs, x, y, {args.distortion: _levels(args)}, preset=args.preset,
@@ -301,12 +403,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("wrap", help="add correction units on the top-ranked filters")
     _model_args(p)
     p.add_argument("--ranking", required=True, help="ranking JSON from `deepcorrect rank`")
-    p.add_argument("--beta", type=float, default=0.5, help="fraction of filters to correct, (0, 1]")
+    p.add_argument("--beta", nargs="+", default=["0.5"], metavar="[LAYER=]BETA",
+                   help="fraction of each layer's filters to correct, (0, 1] (default 0.5); "
+                        "LAYER=BETA entries set single layers, e.g. --beta 0.5 conv1=0.75")
     p.add_argument("--unit", default="cw", help="unit preset: cw, lite, bottleneck, no_bn")
     p.add_argument("--first", type=int, default=None, help="correct only the first k ranked conv layers")
     p.add_argument("--train-head", type=int, default=0, help="also train the last k layers (Deepcorr-kc)")
-    p.add_argument("--site", choices=("conv", "batch_norm"), default="conv",
-                   help="units on the conv output (default) or after the batch norm that follows it")
+    p.add_argument("--layers", nargs="+", default=None,
+                   help="correct these conv layers (default: every ranked layer); not with --first")
+    p.add_argument("--kernel-size", nargs="+", default=["3"], metavar="[LAYER=]K",
+                   help="inner kernel size of the units (default 3); LAYER=K entries set single "
+                        "layers, e.g. --kernel-size 3 conv1=5 (the paper's AlexNet)")
+    p.add_argument("--unit-bn-momentum", type=float, default=None,
+                   help="momentum of the units' batch norms, in [0, 1) (default Keras's 0.99; "
+                        "0.9 for runs of about a hundred steps)")
+    p.add_argument("--train-batch-norm", choices=("no", "yes", "auto"), default="no",
+                   help="also train the batch norm after each corrected conv: no (default), yes, "
+                        "or auto (unless it is folded: mean 0, variance 1, gamma 1)")
+    p.add_argument("--site", choices=("auto", "conv", "batch_norm"), default="auto",
+                   help="where the units sit: auto (default: after the batch norm that follows "
+                        "the conv where there is one, on the conv output otherwise), conv (the "
+                        "conv output), or batch_norm (after the batch norm; every corrected conv "
+                        "must have one)")
     p.add_argument("--out", required=True, help="output .keras file")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=_run_wrap)
@@ -326,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--teacher", default=None, help="label-free mode: a frozen reference model")
+    p.add_argument("--teacher-weights", default=None,
+                   help="weights file of a keras.applications --teacher (default: --weights when "
+                        "--teacher names the same application as --model, else imagenet)")
     p.add_argument("--checkpoint-dir", default=None, help="per-epoch backups; rerun to resume")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output .keras file")

@@ -40,6 +40,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from deepcorrect.checks import check_momentum
 from deepcorrect.layers import PACKAGE, validate_channel_indices
 
 # Table 10 of the paper, as data. `width`: "same" (critically wide, one
@@ -153,6 +154,10 @@ class CorrectionUnit(keras.layers.Layer):
             zero-padded to the full channel count at call time), so no
             separate gather/scatter pass over the activations is needed. The
             weights, and so the parameter counts, are those of the plain unit.
+        bn_momentum: momentum of the unit's batch norms, in [0, 1). Defaults
+            to 0.99 (Keras's). Their moving statistics start at mean 0 and
+            variance 1 and need about `1 / (1 - bn_momentum)` steps to forget
+            that start, so a run of a hundred steps wants 0.9.
         **kwargs: standard `keras.layers.Layer` arguments (`name`, ...).
 
     Batch norm inside the unit is trainable and follows the `training` flag:
@@ -176,6 +181,7 @@ class CorrectionUnit(keras.layers.Layer):
         kernel_initializer: Any = "he_normal",
         kernel_regularizer: Any = None,
         channel_indices: Sequence[int] | None = None,
+        bn_momentum: float = 0.99,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -215,6 +221,7 @@ class CorrectionUnit(keras.layers.Layer):
                 f"preset={preset!r}. Received: dilation_rates={dilation_rates}"
             )
         self.batch_norm = spec["batch_norm"]
+        self.bn_momentum = check_momentum(bn_momentum, "bn_momentum")
         self.channel_indices = (
             None if channel_indices is None else [int(i) for i in channel_indices]
         )
@@ -255,7 +262,9 @@ class CorrectionUnit(keras.layers.Layer):
         for i, conv in enumerate(convs):
             stack.append(conv)
             if self.batch_norm:
-                stack.append(keras.layers.BatchNormalization(name=f"bn_{i}"))
+                stack.append(
+                    keras.layers.BatchNormalization(momentum=self.bn_momentum, name=f"bn_{i}")
+                )
             stack.append(keras.layers.ReLU(name=f"relu_{i}"))
         stack.append(self._conv(self.channels, 1, 1, "conv_out", last=True))
         return stack
@@ -360,6 +369,7 @@ class CorrectionUnit(keras.layers.Layer):
                 if self.kernel_regularizer is not None
                 else None,
                 "channel_indices": self.channel_indices,
+                "bn_momentum": self.bn_momentum,
             }
         )
         return config

@@ -42,10 +42,22 @@ def load_data(path: str, split: str = "train", image_size: int = 224, limit: int
 
 
 def _load_restorer(path: str, flag: str = "--model"):
+    """Loads a restorer `.keras` file; refuses a model that does not map images to images."""
     import qrnet  # noqa: F401  (registers the restorer's layers)
     from distort.cli_common import load_keras_file
 
-    return load_keras_file(path, flag, compile=False)
+    model = load_keras_file(path, flag, compile=False)
+    inputs = [tuple(x.shape) for x in model.inputs]
+    outputs = [tuple(x.shape) for x in model.outputs]
+    images_out = (len(inputs) == len(outputs) == 1 and len(inputs[0]) == len(outputs[0]) == 4
+                  and inputs[0][-1] == outputs[0][-1])
+    if not images_out:
+        kind = " (a classifier? pass it as --classifier)" if outputs and len(outputs[0]) == 2 else ""
+        raise CLIError(f"{flag} must be a restorer, a model from images [N, H, W, C] to images of "
+                       f"the same shape (as `qrnet train` writes). Received: a model from "
+                       f"{', '.join(map(str, inputs))} to {', '.join(map(str, outputs))}{kind}: "
+                       f"{path}")
+    return model
 
 
 def _load_classifiers(args) -> list[tuple[str, Any, Any]]:
@@ -265,13 +277,13 @@ def run_export(args) -> None:
     restorer = _load_restorer(args.model)
     out = Path(args.out)
     refuse_existing(out / "restorer", args.overwrite)
+    classifiers = _load_classifiers(args)  # every input is checked before anything is written
+    if len(classifiers) > 1:
+        raise CLIError(f"export takes at most one --classifier. Received: {len(classifiers)}")
     channels = restorer.input_shape[-1]
     with atomic_dir(out / "restorer") as temporary:
         restorer.export(temporary, format="tf_saved_model", verbose=False)
     written = [out / "restorer"]
-    classifiers = _load_classifiers(args)
-    if len(classifiers) > 1:
-        raise CLIError(f"export takes at most one --classifier. Received: {len(classifiers)}")
     if classifiers:
         _, classifier, preprocessing = classifiers[0]
         prepare = _preprocessing_fn(preprocessing)
