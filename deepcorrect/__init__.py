@@ -2,6 +2,7 @@
 
 # Correction units, wrap and the fine-tuning baselines.
 from deepcorrect.baselines import finetune, reinitialized
+from deepcorrect.batch_norm import folded_batch_norms
 from deepcorrect.export import export
 from deepcorrect.layers import GatherChannels, ScatterChannels
 from deepcorrect.surgery import correction_units, trainable_parameters, wrap

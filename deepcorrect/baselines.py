@@ -32,9 +32,12 @@ from typing import Union
 import keras
 import numpy as np
 
+from deepcorrect.batch_norm import check_train_batch_norm, trained_batch_norms
 from deepcorrect.checks import check_model
 from deepcorrect.graph import batch_norms_by_input
 from deepcorrect.surgery import CONV_LAYER_TYPES, leaf_layers
+from distort.seeds import check_seed
+from distort.training_checks import derived_seed
 
 LayerCount = Union[int, str]
 
@@ -65,7 +68,7 @@ def copy_model(model: keras.Model) -> keras.Model:
 
 
 def finetune_layer_names(
-    model: keras.Model, k: LayerCount, train_batch_norm: bool = True
+    model: keras.Model, k: LayerCount, train_batch_norm: bool | str = "auto"
 ) -> list[str]:
     """Names of the layers Finetune-k trains.
 
@@ -73,11 +76,18 @@ def finetune_layer_names(
         model: the pretrained model.
         k: number of conv layers to fine-tune, counted from the input in graph
             order, or `"all"` for every layer.
-        train_batch_norm: also train each `BatchNormalization` layer that
-            directly follows one of those conv layers. Defaults to True.
+        train_batch_norm: whether each `BatchNormalization` layer that directly
+            follows one of those conv layers (with `k="all"`: every one)
+            trains too. `"auto"` (the default): unless it is folded (see
+            `deepcorrect.folded_batch_norms`); True: always (warning about
+            folded ones); False: never.
 
     Returns:
         Layer names, in graph order.
+
+    Raises:
+        ValueError: for a bad `k` or `train_batch_norm`, or a model without
+            conv layers.
 
     Example:
 
@@ -85,9 +95,13 @@ def finetune_layer_names(
     ...                       keras.layers.Conv2D(4, 3, name="c1"),
     ...                       keras.layers.BatchNormalization(name="bn1"),
     ...                       keras.layers.Conv2D(4, 3, name="c2")])
+    >>> finetune_layer_names(m, 1)  # bn1 was never trained: it counts as folded
+    ['c1']
+    >>> _ = m.get_layer("bn1").moving_variance.assign(np.full(4, 2.0, "float32"))
     >>> finetune_layer_names(m, 1)
     ['c1', 'bn1']
     """
+    check_train_batch_norm(train_batch_norm)
     leaves = leaf_layers(model)
     convs = [layer for layer in leaves if isinstance(layer, CONV_LAYER_TYPES)]
     if not convs:
@@ -96,7 +110,10 @@ def finetune_layer_names(
             f"({', '.join(t.__name__ for t in CONV_LAYER_TYPES)}) to fine-tune."
         )
     if k == "all":
-        return [layer.name for layer in leaves]
+        norms = [layer.name for layer in leaves
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+        frozen = set(norms) - trained_batch_norms(model, norms, train_batch_norm)
+        return [layer.name for layer in leaves if layer.name not in frozen]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (
         1 <= k <= len(convs)
     ):
@@ -105,36 +122,46 @@ def finetune_layer_names(
             f"{len(convs)} conv layers) or 'all'. Received: k={k!r}"
         )
     chosen = {layer.name for layer in convs[: int(k)]}
-    if train_batch_norm:
-        after = batch_norms_by_input(model)
-        chosen.update(bn for name in list(chosen) for bn in after.get(name, ()))
+    after = batch_norms_by_input(model)
+    norms = [bn for name in chosen for bn in after.get(name, ())]
+    chosen.update(trained_batch_norms(model, norms, train_batch_norm))
     return [layer.name for layer in leaves if layer.name in chosen]
 
 
 def finetune(
-    pretrained: keras.Model, k: LayerCount, train_batch_norm: bool = True
+    pretrained: keras.Model, k: LayerCount, train_batch_norm: bool | str = "auto"
 ) -> keras.Model:
     """Finetune-k: a copy of `pretrained` whose first k conv layers train.
 
     The first `k` conv layers (Conv2D, DepthwiseConv2D, SeparableConv2D,
     Conv2DTranspose; in graph order from the input) and, by default, the batch
-    norm layers directly after them are trainable; every other layer is
-    frozen (`trainable=False`, which in Keras 3 also keeps a frozen
-    `BatchNormalization` in inference mode during training). `k="all"` makes
-    every layer trainable (the paper's Finetune-9 / Finetune-8).
+    norm layers directly after them that are not folded are trainable; every
+    other layer is frozen (`trainable=False`, which in Keras 3 also keeps a
+    frozen `BatchNormalization` in inference mode during training). `k="all"`
+    makes every layer trainable (the paper's Finetune-9 / Finetune-8), batch
+    norms by the same rule.
+
+    A folded batch norm (moving mean 0, variance 1, gamma 1: weights whose
+    statistics were folded into the convs, such as the shared MobileNetV2
+    ones; see `deepcorrect.folded_batch_norms`) would normalise with batch
+    statistics while training and wreck the model, so `"auto"` keeps it
+    frozen.
 
     Args:
         pretrained: a Functional or Sequential model; not modified.
         k: number of conv layers to fine-tune, or `"all"`.
-        train_batch_norm: also train the BN layers directly following the
-            fine-tuned conv layers. Defaults to True.
+        train_batch_norm: `"auto"` (the default) trains the batch norms
+            directly following the fine-tuned conv layers unless they are
+            folded; True trains them all (with a warning naming the folded
+            ones); False trains none.
 
     Returns:
         A new model with the pretrained weights copied.
 
     Raises:
         ValueError: if `k` is not in `[1, number of conv layers]` or `"all"`,
-            or the model has no conv layers.
+            `train_batch_norm` is not True, False or "auto", or the model has
+            no conv layers.
 
     Example:
 
@@ -152,14 +179,17 @@ def finetune(
     return model
 
 
-def reinitialized(pretrained: keras.Model) -> keras.Model:
+def reinitialized(pretrained: keras.Model, seed: int = 0) -> keras.Model:
     """Plain re-training: the same architecture with fresh, trainable weights.
 
-    Weights are drawn from each layer's initializers; call
-    `keras.utils.set_random_seed(seed)` first for a reproducible draw.
+    Weights are drawn from each layer's initializers, every random initializer
+    (and the seed of every `Dropout`-like layer) seeded from `seed` and the
+    layer's name, so the same seed gives the same weights in any process. The
+    seeds are kept in the layers' configs.
 
     Args:
         pretrained: a Functional or Sequential model; not modified.
+        seed: an integer in `[0, 2**31 - 1]`. Defaults to 0.
 
     Returns:
         A new, untrained model of the same architecture.
@@ -171,6 +201,22 @@ def reinitialized(pretrained: keras.Model) -> keras.Model:
     True
     """
     check_model(pretrained, "pretrained")
-    model = keras.models.clone_model(pretrained)
+    seed = check_seed(seed)
+    model = keras.models.clone_model(
+        pretrained, clone_function=lambda layer: _seeded_copy(layer, seed), recursive=True
+    )
     model.trainable = True
     return model
+
+
+def _seeded_copy(layer: keras.layers.Layer, seed: int) -> keras.layers.Layer:
+    """A fresh copy of `layer` whose random initializers and `seed` are set from `seed`."""
+    config = layer.get_config()
+    for key, value in config.items():
+        inner = value.get("config") if isinstance(value, dict) else None
+        if key.endswith("_initializer") and isinstance(inner, dict) and "seed" in inner:
+            seeded = derived_seed(seed, f"{layer.name}/{key}")
+            config[key] = {**value, "config": {**inner, "seed": seeded}}
+    if "seed" in config and config["seed"] is None:
+        config["seed"] = derived_seed(seed, f"{layer.name}/seed")
+    return layer.__class__.from_config(config)

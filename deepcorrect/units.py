@@ -42,6 +42,8 @@ from keras import ops
 
 from deepcorrect.checks import check_momentum
 from deepcorrect.layers import PACKAGE, validate_channel_indices
+from distort.seeds import check_seed
+from distort.training_checks import derived_seed
 
 # Table 10 of the paper, as data. `width`: "same" (critically wide, one
 # filter per corrected channel), "half" (bottleneck) or a fixed number.
@@ -124,6 +126,42 @@ def resolve_width(width_rule: str | int, channels: int) -> int:
     return int(width_rule)
 
 
+def initializer_seed(initializer: keras.initializers.Initializer) -> int | None:
+    """The integer seed of a random initializer, or None (unseeded or not random).
+
+    Example:
+
+    >>> initializer_seed(keras.initializers.HeNormal(seed=3)), initializer_seed("zeros")
+    (3, None)
+    """
+    seed = keras.initializers.get(initializer).get_config().get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def seeded_initializer(
+    initializer: keras.initializers.Initializer, seed: int | None
+) -> keras.initializers.Initializer:
+    """A new copy of `initializer`, with `seed` as its seed when it takes one.
+
+    Args:
+        initializer: a Keras initializer (or its name).
+        seed: the new seed; None keeps the initializer's own.
+
+    Returns:
+        A new initializer instance (no state shared with `initializer`).
+
+    Example:
+
+    >>> seeded_initializer(keras.initializers.get("he_normal"), 5).get_config()["seed"]
+    5
+    """
+    config = keras.initializers.serialize(keras.initializers.get(initializer))
+    inner = config.get("config", {})
+    if seed is not None and "seed" in inner:
+        config = {**config, "config": {**inner, "seed": int(seed)}}
+    return keras.initializers.deserialize(config)
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class CorrectionUnit(keras.layers.Layer):
     """A DeepCorrect correction unit: `output = input + F(input)`.
@@ -143,6 +181,12 @@ class CorrectionUnit(keras.layers.Layer):
             preset. Defaults to None (use the preset).
         kernel_initializer: initializer of every conv but the last, which
             always starts at zero. Defaults to `"he_normal"`.
+        seed: None (the default) or an integer in `[0, 2**31 - 1]`: sets the
+            seed of `kernel_initializer` (kept in the saved config). With a
+            seed, here or in the initializer, each conv draws from its own seed
+            derived from it and the conv's name, so the same seed gives the
+            same initial weights in any process and no two convs start alike.
+            None with an unseeded initializer draws fresh weights.
         kernel_regularizer: optional regularizer on every conv kernel (the
             lambda * R(W) term of the paper's Eq. 5). Defaults to None.
         channel_indices: None (the default) for a unit whose input is the
@@ -182,6 +226,7 @@ class CorrectionUnit(keras.layers.Layer):
         kernel_regularizer: Any = None,
         channel_indices: Sequence[int] | None = None,
         bn_momentum: float = 0.99,
+        seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -199,7 +244,10 @@ class CorrectionUnit(keras.layers.Layer):
         self.preset = preset
         self.kernel_size = int(kernel_size)
         self.width = int(width) if width is not None else None
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.seed = None if seed is None else check_seed(seed)
+        self.kernel_initializer = seeded_initializer(
+            keras.initializers.get(kernel_initializer), self.seed
+        )
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
         self.correction_width = (
@@ -238,16 +286,17 @@ class CorrectionUnit(keras.layers.Layer):
             kernel,
             padding="same",
             dilation_rate=dilation,
-            kernel_initializer="zeros" if last else self._fresh_initializer(),
+            kernel_initializer="zeros" if last else self._fresh_initializer(name),
             bias_initializer="zeros",
             kernel_regularizer=self.kernel_regularizer,
             name=name,
         )
 
-    def _fresh_initializer(self) -> keras.initializers.Initializer:
-        """A new initializer instance per conv, so no two share a seed state."""
-        return keras.initializers.deserialize(
-            keras.initializers.serialize(self.kernel_initializer)
+    def _fresh_initializer(self, name: str) -> keras.initializers.Initializer:
+        """A new initializer per conv; a seeded one gets a seed of its own for `name`."""
+        seed = initializer_seed(self.kernel_initializer)
+        return seeded_initializer(
+            self.kernel_initializer, None if seed is None else derived_seed(seed, name)
         )
 
     def _make_stack(self) -> list[keras.layers.Layer]:
@@ -370,6 +419,7 @@ class CorrectionUnit(keras.layers.Layer):
                 else None,
                 "channel_indices": self.channel_indices,
                 "bn_momentum": self.bn_momentum,
+                "seed": self.seed,
             }
         )
         return config

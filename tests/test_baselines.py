@@ -1,10 +1,18 @@
 """Tests for deepcorrect.baselines: Finetune-k and plain re-training."""
 
+import json
+import warnings
+
 import keras
 import numpy as np
 import pytest
 
+import deepcorrect
 from deepcorrect.baselines import finetune, finetune_layer_names, reinitialized
+from deepcorrect.batch_norm import is_folded
+from tests.conftest import SHARED
+
+MOBILENET_V2 = SHARED / "models" / "mobilenet_v2_1.0_224.weights.h5"
 
 
 def bn_cnn():
@@ -37,6 +45,7 @@ def nested_model():
          keras.layers.Conv2D(4, 3, name="inner_conv2")],
         name="base",
     )
+    base.get_layer("inner_bn1").moving_variance.assign(np.full(4, 2.0, "float32"))  # trained
     inputs = keras.Input((12, 12, 3))
     x = keras.layers.GlobalAveragePooling2D(name="gap")(base(inputs))
     return keras.Model(inputs, keras.layers.Dense(2, name="logits")(x), name="outer")
@@ -119,3 +128,125 @@ def test_reinitialized_has_fresh_trainable_weights():
     assert not np.array_equal(kernel, pretrained.get_layer("conv1").kernel.numpy())
     with pytest.raises(TypeError, match=r"pretrained must be a keras.Model \(Functional or Sequential\)"):
         reinitialized(keras.layers.Dense(2))
+
+
+# ---------------------------------------------------------------------------
+# Folded batch norms (identity statistics, as in weights converted from TFLite).
+
+
+def fold(layer, beta=0.0, variance=None):
+    """Makes a built BatchNormalization an identity plus `beta`, as a folded one is."""
+    channels = layer.moving_mean.shape[0]
+    layer.moving_mean.assign(np.zeros(channels, "float32"))
+    layer.moving_variance.assign(np.full(channels, 1.0 - layer.epsilon if variance is None
+                                         else variance, "float32"))
+    layer.gamma.assign(np.ones(channels, "float32"))
+    layer.beta.assign(np.full(channels, beta, "float32"))
+
+
+def folded_cnn(names=("bn1", "bn2")):
+    model = bn_cnn()
+    for name in names:
+        fold(model.get_layer(name), beta=0.3)
+    return model
+
+
+def test_folded_batch_norms_finds_identity_batch_norms_only():
+    assert deepcorrect.folded_batch_norms(bn_cnn()) == []
+    assert deepcorrect.folded_batch_norms(folded_cnn()) == ["bn1", "bn2"]
+    assert deepcorrect.folded_batch_norms(folded_cnn(["bn2"])) == ["bn2"]
+    # A batch norm that never saw data is an identity too.
+    fresh = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(name="bn")])
+    assert deepcorrect.folded_batch_norms(fresh) == ["bn"]
+    assert deepcorrect.folded_batch_norms(nested_model()) == []
+
+
+@pytest.mark.parametrize(
+    "change,folded",
+    [({}, True), ({"beta": 5.0}, True), ({"variance": 1.0}, True),
+     ({"variance": 1.0 - 1e-3 + 1e-6}, True), ({"variance": 1.01}, False),
+     ({"variance": 0.9}, False), ({"gamma": 1.01}, False), ({"mean": 0.01}, False)],
+)
+def test_is_folded_row(change, folded):
+    layer = keras.layers.BatchNormalization(epsilon=1e-3)
+    layer.build((None, 3))
+    fold(layer, beta=change.get("beta", 0.0), variance=change.get("variance"))
+    if "gamma" in change:
+        layer.gamma.assign(np.full(3, change["gamma"], "float32"))
+    if "mean" in change:
+        layer.moving_mean.assign(np.full(3, change["mean"], "float32"))
+    assert is_folded(layer) is folded
+
+
+def test_finetune_auto_keeps_folded_batch_norms_frozen_and_trains_the_others():
+    assert owners(finetune(folded_cnn(), 2)) == ["conv1", "conv2"]
+    assert owners(finetune(folded_cnn(["bn1"]), 2)) == ["bn2", "conv1", "conv2"]
+    everything = finetune(folded_cnn(["bn1"]), "all")
+    assert not everything.get_layer("bn1").trainable and everything.get_layer("bn2").trainable
+    assert owners(finetune(folded_cnn(), 2, train_batch_norm=False)) == ["conv1", "conv2"]
+
+
+def test_finetune_true_trains_folded_batch_norms_with_a_warning_naming_them():
+    with pytest.warns(UserWarning, match=r"batch norms \['bn1', 'bn2'\], but they are folded"):
+        model = finetune(folded_cnn(), 2, train_batch_norm=True)
+    assert owners(model) == ["bn1", "bn2", "conv1", "conv2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning where nothing is folded
+        finetune(bn_cnn(), 2, train_batch_norm=True)
+
+
+def test_frozen_folded_batch_norm_computes_the_same_in_training_mode():
+    # The reason for "auto": in training mode a trainable folded BN normalises with batch
+    # statistics, which changes the outputs; a frozen one stays the identity plus beta.
+    x = batch(8)
+    frozen = finetune(folded_cnn(), 2)
+    np.testing.assert_allclose(np.asarray(frozen(x, training=True)),
+                               np.asarray(frozen(x, training=False)), rtol=1e-5, atol=1e-5)
+    with pytest.warns(UserWarning):
+        trained = finetune(folded_cnn(), 2, train_batch_norm=True)
+    assert np.abs(np.asarray(trained(x, training=True))
+                  - np.asarray(trained(x, training=False))).max() > 1e-2
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0, None, "Auto"])
+def test_bad_train_batch_norm_is_refused(value):
+    with pytest.raises(ValueError, match=r"train_batch_norm must be True, False or 'auto'"):
+        finetune(bn_cnn(), 1, train_batch_norm=value)
+
+
+def test_finetune_of_the_shared_mobilenet_v2_trains_no_batch_norm():
+    if not MOBILENET_V2.is_file():
+        pytest.skip(f"weights not found at {MOBILENET_V2}")
+    pretrained = keras.applications.MobileNetV2(weights=str(MOBILENET_V2))
+    norms = [layer.name for layer in pretrained.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert deepcorrect.folded_batch_norms(pretrained) == norms  # all 52 are folded
+    model = finetune(pretrained, 2)
+    trainable = {layer.name for layer in model.layers if layer.trainable and layer.weights}
+    assert trainable == {"Conv1", "expanded_conv_depthwise"}
+    assert not any(isinstance(model.get_layer(n), keras.layers.BatchNormalization)
+                   for n in trainable)
+
+
+# ---------------------------------------------------------------------------
+# Re-initialisation from a seed.
+
+
+def test_reinitialized_is_a_function_of_the_seed():
+    pretrained = bn_cnn()
+    a, b, c = (reinitialized(pretrained, seed=s) for s in (3, 3, 4))
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a.get_layer("conv1").kernel.numpy(),
+                              c.get_layer("conv1").kernel.numpy())
+    # No two layers of one shape start alike, and the seeds are in the saved config.
+    assert not np.array_equal(a.get_layer("conv2").kernel.numpy(),
+                              a.get_layer("conv3").kernel.numpy())
+    seed = json.loads(json.dumps(a.get_layer("conv1").get_config()))["kernel_initializer"]
+    assert isinstance(seed["config"]["seed"], int)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31, 1.0, True, "0"])
+def test_reinitialized_refuses_bad_seeds(seed):
+    with pytest.raises((TypeError, ValueError), match=r"seed must be an integer in \[0, 2147483647\]"):
+        reinitialized(bn_cnn(), seed=seed)
