@@ -17,3 +17,6 @@ from deepcorrect.tent import tent
 
 # The training recipe (half-distorted batches, SGD, step schedule, resume).
 from deepcorrect.training import TRAINING_PRESETS, LabelFreeTrainer, train
+
+# Every repair side by side on one model, and which one to use.
+from deepcorrect.compare import ComparisonTable, Recommendation, compare, recommend

@@ -1,8 +1,10 @@
-"""`deepcorrect` command line: `demo | rank | wrap | finetune | train | evaluate | export`.
+"""`deepcorrect` command line: `demo | compare | rank | wrap | finetune | train | evaluate | export`.
 
 `deepcorrect demo --out out/demo` tells the whole story on Fashion-MNIST (baseline, sweep,
 ranking, correction units, Finetune and QRNet for comparison, a table and a report);
-`--dataset cifar10 --data cifar10.npz` does the same on CIFAR-10.
+`--dataset cifar10 --data cifar10.npz` does the same on CIFAR-10. `deepcorrect compare
+--model base.keras --data cifar10.npz --distortion gaussian_blur` puts every repair side by
+side on your own model and recommends one.
 
 A typical session on CIFAR-10 (models are `.keras` files or `keras.applications`
 names with `--weights`; data is an image folder or a CIFAR-style `.npz`):
@@ -359,6 +361,12 @@ def _run_demo(args) -> None:
     demo.main_args(args)
 
 
+def _run_compare(args) -> None:
+    from deepcorrect.compare import main_args
+
+    main_args(args)
+
+
 def _save(model, path) -> None:
     from distort.io import atomic_path
 
@@ -387,6 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="discard an earlier run's results in --out and start afresh")
     p.set_defaults(run=_run_demo)
+
+    p = sub.add_parser("compare", help="every repair (BN adaptation, TENT, Finetune, DeepCorrect, "
+                       "QRNet, combinations) on your model, one table, and a recommendation")
+    from deepcorrect.compare import add_arguments as compare_arguments
+
+    compare_arguments(p)
+    p.set_defaults(run=_run_compare)
 
     p = sub.add_parser("rank", help="rank conv filters by correction priority (Algorithm 1)")
     _model_args(p), _data_args(p), _distortion_args(p)

@@ -1,0 +1,604 @@
+"""The repair ladder: every repair of `deepcorrect.compare` as data, and the code of its steps.
+
+A method is a name and a sequence of steps (`METHODS`); a step is a dict with a `kind`
+(`STEP_KINDS`) and the options of that kind (`STEP_OPTIONS`). `"bn_adapt+deepcorrect"`
+adapts the batch norms, then ranks, wraps and trains the adapted model: a combination is
+its steps in order, not new code. Any `+`-joined names of `METHODS` are a method too
+(`"deepcorrect+tent"`).
+
+The kinds:
+
+- `bn_adapt`: `deepcorrect.adapt_batch_norm` on the distorted repair images (no labels).
+- `tent`: `deepcorrect.tent` (TENT) on the distorted repair images (no labels).
+- `finetune`: `deepcorrect.finetune(k)` trained with `deepcorrect.train`.
+- `deepcorrect`: `deepcorrect.rank` (`method="approx"`), `deepcorrect.wrap`, `deepcorrect.train`.
+- `qrnet`: a QRNet restorer (`qrnet.build_qrnet`) trained in front of the frozen model.
+
+Trained steps use the labels of the repair images; without labels they learn from the
+original model instead (label-free distillation, `deepcorrect.train(teacher=...)`; the
+ranking and QRNet's cross-entropy use its predictions on the clean images).
+
+`repair` runs a method's steps for one set of distortions, saving the model after every
+step (atomically, as `.keras`) with a record in `stages.json` (`Stages`): a rerun, or
+another method that starts with the same steps, continues from the longest finished prefix.
+
+Example:
+
+```python
+from deepcorrect import ladder
+
+method = ladder.resolve_method("bn_adapt+deepcorrect")
+data = ladder.RepairData(x_repair, y_repair, {"gaussian_blur": [1, 2, 3]},
+                         ladder.resolve_budget(2), seed=0, teacher=model)
+repaired, record = ladder.repair(model, method, data, "out/ladder", ladder.Stages("out/ladder"),
+                                 group="gaussian_blur")
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from distort.io import atomic_path, atomic_write_text
+
+STEP_KINDS = ("bn_adapt", "tent", "finetune", "deepcorrect", "qrnet")
+
+# Each kind's options and their defaults. Learning rates follow the papers: 0.1 (SGD) for
+# correction units, 0.01 for fine-tuning, 1e-3 (Adam) for QRNet and for TENT. TENT makes one
+# pass over the repair images, as in the paper (it degrades when run longer); its
+# `epochs=None` takes the budget's.
+STEP_OPTIONS: dict[str, dict[str, Any]] = {
+    "bn_adapt": {"prior": None},
+    "tent": {"learning_rate": 1e-3, "epochs": 1},
+    "finetune": {"k": 2, "learning_rate": 0.01},
+    "deepcorrect": {"beta": 0.5, "unit": "cw", "site": None, "learning_rate": 0.1},
+    "qrnet": {"base_width": 8, "depth": 2, "mode": "qrnet", "learning_rate": 1e-3},
+}
+
+# The methods of the ladder. `tent` on top of either combination is a `+` away.
+METHODS: dict[str, tuple[dict[str, Any], ...]] = {
+    "baseline": (),
+    "bn_adapt": ({"kind": "bn_adapt"},),
+    "tent": ({"kind": "tent"},),
+    "finetune": ({"kind": "finetune"},),
+    "deepcorrect": ({"kind": "deepcorrect"},),
+    "qrnet": ({"kind": "qrnet"},),
+    "bn_adapt+deepcorrect": ({"kind": "bn_adapt"}, {"kind": "deepcorrect"}),
+    "deepcorrect+bn_adapt": ({"kind": "deepcorrect"}, {"kind": "bn_adapt"}),
+    "bn_adapt+deepcorrect+tent": ({"kind": "bn_adapt"}, {"kind": "deepcorrect"},
+                                  {"kind": "tent"}),
+    "deepcorrect+bn_adapt+tent": ({"kind": "deepcorrect"}, {"kind": "bn_adapt"},
+                                  {"kind": "tent"}),
+}
+
+DEFAULT_METHODS = ("baseline", "bn_adapt", "tent", "finetune", "deepcorrect", "qrnet",
+                   "bn_adapt+deepcorrect", "deepcorrect+bn_adapt")
+
+# The budget every method gets: the first `images` repair images (None: all), `epochs`
+# passes in batches of `batch_size`, and `rank_images` of them for the ranking.
+DEFAULT_BUDGET: dict[str, Any] = {"images": None, "epochs": 3, "batch_size": 64,
+                                  "rank_images": 256}
+
+STAGES_FILE = "stages.json"
+LABELS = ("no", "teacher", "yes")  # what a repair needed, least first
+
+
+# --- Bookkeeping ---------------------------------------------------------------------------
+
+
+class Stages:
+    """Finished stages of a run, kept in `folder/stages.json` (written atomically).
+
+    Each record holds what a report needs: seconds, parameters, epochs, images.
+
+    Example:
+
+    >>> import tempfile
+    >>> stages = Stages(tempfile.mkdtemp())
+    >>> stages.done("baseline")
+    False
+    >>> stages.finish("baseline", seconds=1.5)
+    >>> Stages(stages.folder).record("baseline")["seconds"]
+    1.5
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.path = self.folder / STAGES_FILE
+        self.records: dict[str, dict] = (json.loads(self.path.read_text())
+                                         if self.path.is_file() else {})
+
+    def done(self, key: str) -> bool:
+        return key in self.records
+
+    def record(self, key: str) -> dict:
+        return self.records[key]
+
+    def finish(self, key: str, **record) -> None:
+        self.records[key] = record
+        atomic_write_text(self.path, json.dumps(self.records, indent=1))
+
+
+def slug(name: str) -> str:
+    """A file-name-safe version of a method name: `slug("Deepcorr-all-c") == "deepcorr-all-c"`."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name.lower())
+
+
+def save_model(model, path: str | os.PathLike) -> None:
+    """Saves a model as `.keras`, atomically (a killed save leaves no partial file)."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def load_model(path: str | os.PathLike):
+    """Loads a `.keras` model this package wrote (`safe_mode=True`; QRNet classes registered)."""
+    import keras
+
+    import qrnet  # noqa: F401  (registers the restorer's classes)
+
+    return keras.models.load_model(path, safe_mode=True, compile=False)
+
+
+# --- Methods and budgets -------------------------------------------------------------------
+
+
+def check_step(step: Any) -> dict[str, Any]:
+    """A step with every option of its kind filled in.
+
+    Raises:
+        ValueError: for an unknown kind or option, naming the allowed ones.
+
+    Example:
+
+    >>> check_step({"kind": "finetune", "k": 3})
+    {'kind': 'finetune', 'k': 3, 'learning_rate': 0.01}
+    """
+    if not isinstance(step, Mapping) or step.get("kind") not in STEP_KINDS:
+        raise ValueError(f"a step must be a dict whose kind is one of {list(STEP_KINDS)}. "
+                         f"Received: {step!r}")
+    allowed = STEP_OPTIONS[step["kind"]]
+    unknown = sorted(set(step) - set(allowed) - {"kind"})
+    if unknown:
+        raise ValueError(f"options of a {step['kind']} step must be among {sorted(allowed)}. "
+                         f"Received: {unknown}")
+    return {"kind": step["kind"], **allowed, **{k: v for k, v in step.items() if k != "kind"}}
+
+
+def resolve_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
+    """`{"name", "steps"}` of a method: a `METHODS` name, names joined by `+`, or a dict.
+
+    Args:
+        method: a name such as `"deepcorrect"` or `"bn_adapt+deepcorrect+tent"`, or
+            `{"name": ..., "steps": [{"kind": ..., **options}, ...]}`.
+
+    Returns:
+        The name and the steps, every option filled in.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the valid ones) or a bad spec.
+
+    Example:
+
+    >>> [s["kind"] for s in resolve_method("deepcorrect+tent")["steps"]]
+    ['deepcorrect', 'tent']
+    """
+    if isinstance(method, Mapping):
+        name, steps = method.get("name"), method.get("steps")
+        if not isinstance(name, str) or not name or not isinstance(steps, (list, tuple)):
+            raise ValueError("a method dict must have a non-empty 'name' and a list of 'steps'. "
+                             f"Received: {method!r}")
+        return {"name": name, "steps": [check_step(s) for s in steps]}
+    if not isinstance(method, str):
+        raise TypeError(f"methods must be names or dicts. Received: {method!r}")
+    if method in METHODS:
+        return {"name": method, "steps": [check_step(s) for s in METHODS[method]]}
+    parts = method.split("+")
+    if len(parts) > 1 and all(p in METHODS and p != "baseline" for p in parts):
+        return {"name": method, "steps": [check_step(s) for p in parts for s in METHODS[p]]}
+    raise ValueError(f"method must be one of {list(METHODS)} or several of them joined by '+' "
+                     f"(e.g. 'deepcorrect+tent'). Received: method={method!r}")
+
+
+def resolve_methods(methods: str | Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The methods to compare, `"baseline"` first (added when missing); names must be unique.
+
+    Example:
+
+    >>> [m["name"] for m in resolve_methods(["tent", "deepcorrect"])]
+    ['baseline', 'tent', 'deepcorrect']
+    """
+    if isinstance(methods, (str, Mapping)):
+        methods = [methods]
+    if not isinstance(methods, (list, tuple)) or not methods:
+        raise ValueError(f"methods must be a non-empty list of names or dicts. "
+                         f"Received: methods={methods!r}")
+    resolved = [resolve_method(m) for m in methods]
+    names = [m["name"] for m in resolved]
+    if len(set(names)) != len(names):
+        raise ValueError(f"method names must be unique. Received: {names}")
+    base = [m for m in resolved if not m["steps"]]
+    if not base:
+        resolved.insert(0, {"name": "baseline", "steps": []})
+    return resolved
+
+
+def resolve_budget(budget: int | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The budget of every method: `DEFAULT_BUDGET` updated; an int sets the epochs.
+
+    Raises:
+        ValueError: for an unknown key or a value that is not a positive integer.
+
+    Example:
+
+    >>> resolve_budget(2)["epochs"], resolve_budget({"images": 500})["images"]
+    (2, 500)
+    """
+    if budget is None:
+        budget = {}
+    elif isinstance(budget, (int, np.integer)) and not isinstance(budget, bool):
+        budget = {"epochs": int(budget)}
+    if not isinstance(budget, Mapping):
+        raise TypeError(f"budget must be a number of epochs or a dict with keys among "
+                        f"{sorted(DEFAULT_BUDGET)}. Received: budget={budget!r}")
+    unknown = sorted(set(budget) - set(DEFAULT_BUDGET))
+    if unknown:
+        raise ValueError(f"budget keys must be among {sorted(DEFAULT_BUDGET)}. Received: {unknown}")
+    out = {**DEFAULT_BUDGET, **budget}
+    for key, value in out.items():
+        if value is None and key == "images":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"budget[{key!r}] must be an integer >= 1"
+                             + (" or None (every image)" if key == "images" else "")
+                             + f". Received: {key}={value!r}")
+        out[key] = int(value)
+    return out
+
+
+def chain_id(steps: Sequence[Mapping[str, Any]]) -> str:
+    """A file-name-safe id of a sequence of steps: kinds and a hash of their options.
+
+    Example:
+
+    >>> chain_id([])
+    'baseline'
+    >>> chain_id([{"kind": "tent", "learning_rate": 0.001}]).startswith("tent-")
+    True
+    """
+    if not steps:
+        return "baseline"
+    digest = hashlib.sha1(json.dumps(list(steps), sort_keys=True).encode()).hexdigest()[:8]
+    return "+".join(s["kind"] for s in steps) + "-" + digest
+
+
+# --- Repair data --------------------------------------------------------------------------
+
+
+class MixtureDistortion:
+    """`fn(images, index, seed)` applying the `index`-th `(name, level)` pair: for `rank`.
+
+    `rank` averages a filter's gain over its levels; with the indices of these pairs as
+    levels it averages over every level of every distortion.
+
+    Example:
+
+    >>> fn = MixtureDistortion({"gaussian_blur": [1.0], "awgn": [10.0]})
+    >>> fn.pairs
+    [('awgn', 10.0), ('gaussian_blur', 1.0)]
+    """
+
+    def __init__(self, distortions: Mapping[str, Sequence[float]]):
+        self.pairs = [(name, float(level)) for name in sorted(distortions)
+                      for level in distortions[name]]
+        self.__name__ = "mixture"
+
+    def __call__(self, images, index, seed):
+        import distort
+
+        name, level = self.pairs[int(round(float(index)))]
+        return distort.apply(images, name, level, seed=seed)
+
+
+def distorted_images(images, distortions: Mapping[str, Sequence[float]], seed: int) -> np.ndarray:
+    """Every image distorted once: a distortion and one of its levels drawn per image.
+
+    Args:
+        images: `[N, H, W, C]` images on 0..255.
+        distortions: name -> levels to draw from.
+        seed: seed of the draws and of random distortions.
+
+    Returns:
+        The distorted images, same shape and dtype.
+
+    Example:
+
+    >>> x = np.full((4, 8, 8, 1), 100, np.uint8)
+    >>> distorted_images(x, {"awgn": [10.0, 20.0]}, seed=0).shape
+    (4, 8, 8, 1)
+    """
+    import distort
+
+    images = np.asarray(images)
+    names = sorted(distortions)
+    rng = np.random.default_rng(seed)
+    which = rng.integers(len(names), size=len(images))
+    pick = rng.random(len(images))
+    out = images.copy()
+    for d, name in enumerate(names):
+        levels = [float(v) for v in distortions[name]]
+        index = np.minimum((pick * len(levels)).astype(int), len(levels) - 1)
+        for j, level in enumerate(levels):
+            chosen = np.flatnonzero((which == d) & (index == j))
+            if chosen.size:
+                out[chosen] = np.asarray(distort.apply(images[chosen], name, level,
+                                                       seed=seed + 1 + d * 1000 + j))
+    return out
+
+
+@dataclasses.dataclass
+class RepairData:
+    """What every step of a repair sees: the same images, distortions, budget and seed.
+
+    Attributes:
+        images: clean repair images `[N, H, W, C]` on 0..255 (the budget's first `images`).
+        labels: their labels `[N]`, or None for label-free repairs.
+        distortions: name -> levels the repair is for (one name, or a mixture).
+        budget: from `resolve_budget`.
+        seed: seed of every random choice.
+        teacher: the original model (label-free targets; never modified).
+        verbose: Keras progress output (0 silent).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    distortions: dict[str, list[float]]
+    budget: dict[str, Any]
+    seed: int
+    teacher: Any
+    verbose: int = 0
+    _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        n = self.budget.get("images")
+        self.images = np.asarray(self.images)[:n]
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels).reshape(-1)[:n]
+
+    def distorted(self) -> np.ndarray:
+        """The repair images, each distorted once (`distorted_images`; cached)."""
+        if "distorted" not in self._cache:
+            self._cache["distorted"] = distorted_images(self.images, self.distortions, self.seed)
+        return self._cache["distorted"]
+
+    def frozen_teacher(self):
+        """A frozen copy of the original model (distillation sets `trainable=False` on it)."""
+        if "teacher" not in self._cache:
+            from deepcorrect.baselines import copy_model
+
+            copy = copy_model(self.teacher)
+            copy.trainable = False
+            self._cache["teacher"] = copy
+        return self._cache["teacher"]
+
+    def targets(self) -> tuple[np.ndarray, str]:
+        """`(labels, "yes")`, or the original model's classes of the clean images and "teacher"."""
+        if self.labels is not None:
+            return self.labels, "yes"
+        if "predicted" not in self._cache:
+            probs = self.teacher.predict(self.images.astype(np.float32), batch_size=256,
+                                         verbose=0)
+            self._cache["predicted"] = np.asarray(probs).argmax(-1).astype(np.int64)
+        return self._cache["predicted"], "teacher"
+
+
+# --- Steps ---------------------------------------------------------------------------------
+
+
+def _train(model, data: RepairData, learning_rate: float, folder: Path) -> str:
+    """`deepcorrect.train` with the budget, labelled or distilled from the original model."""
+    import deepcorrect
+
+    label_free = data.labels is None
+    deepcorrect.train(model, data.images, None if label_free else data.labels,
+                      dict(data.distortions), preset="cpu_quick", epochs=data.budget["epochs"],
+                      batch_size=data.budget["batch_size"], learning_rate=learning_rate,
+                      teacher=data.frozen_teacher() if label_free else None,
+                      checkpoint_dir=folder / "checkpoints", seed=data.seed,
+                      verbose=data.verbose)
+    return "teacher" if label_free else "yes"
+
+
+def run_bn_adapt(model, step, data: RepairData, folder: Path):
+    """BN adaptation (Schneider et al. 2020) on the distorted repair images.
+
+    Clean repair images serve as the source statistics when the model's batch norms are
+    folded (identity statistics), as `adapt_batch_norm` requires.
+    """
+    from deepcorrect.adaptation import adapt_batch_norm
+    from deepcorrect.batch_norm import folded_batch_norms
+    from deepcorrect.costs import batch_norm_parameters, batch_norm_statistics
+
+    source = data.images if folded_batch_norms(model) else None
+    adapted = adapt_batch_norm(model, data.distorted(), source_images=source,
+                               prior=step["prior"], batch_size=data.budget["batch_size"],
+                               verbose=data.verbose)
+    params = batch_norm_statistics(adapted)
+    if source is not None:  # source matching rewrites the scales and offsets too
+        params += batch_norm_parameters(adapted)
+    return adapted, {"parameters": params, "labels": "no"}
+
+
+def run_tent(model, step, data: RepairData, folder: Path):
+    """TENT (Wang et al. 2021): batch-norm scales and offsets trained to lower the entropy."""
+    from deepcorrect.batch_norm import folded_batch_norms
+    from deepcorrect.costs import batch_norm_parameters, batch_norm_statistics
+    from deepcorrect.tent import tent
+
+    source = data.images if folded_batch_norms(model) else None
+    epochs = data.budget["epochs"] if step["epochs"] is None else step["epochs"]
+    adapted = tent(model, data.distorted(), source_images=source, epochs=epochs,
+                   learning_rate=step["learning_rate"], batch_size=data.budget["batch_size"],
+                   seed=data.seed, verbose=data.verbose)
+    return adapted, {"parameters": batch_norm_parameters(adapted)
+                     + batch_norm_statistics(adapted), "labels": "no"}
+
+
+def run_finetune(model, step, data: RepairData, folder: Path):
+    """Finetune-k: the first k conv layers (and their batch norms) trained with the budget."""
+    import deepcorrect
+
+    tuned = deepcorrect.finetune(model, step["k"])
+    labels = _train(tuned, data, step["learning_rate"], folder)
+    return tuned, {"parameters": deepcorrect.trainable_parameters(tuned), "labels": labels}
+
+
+def rank_for(model, data: RepairData, folder: Path):
+    """`deepcorrect.rank(method="approx")` on the budget's `rank_images` (cached in `folder`)."""
+    import deepcorrect
+
+    n = data.budget["rank_images"]
+    labels, _ = data.targets()
+    if len(data.distortions) == 1:
+        (name, levels), = data.distortions.items()
+        distortion, levels = name, list(levels)
+    else:
+        distortion = MixtureDistortion(data.distortions)
+        levels = list(range(len(distortion.pairs)))
+    return deepcorrect.rank(model, data.images[:n], labels[:n], distortion, levels,
+                            method="approx", seed=data.seed, progress=bool(data.verbose),
+                            checkpoint=folder / "ranking.json")
+
+
+def run_deepcorrect(model, step, data: RepairData, folder: Path):
+    """Rank the filters, wrap the model with correction units and train them."""
+    import deepcorrect
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ranking = rank_for(model, data, folder)
+    site = {} if step["site"] is None else {"site": step["site"]}
+    wrapped = deepcorrect.wrap(model, ranking, beta=step["beta"], unit=step["unit"], **site)
+    labels = _train(wrapped, data, step["learning_rate"], folder)
+    return wrapped, {"parameters": deepcorrect.trainable_parameters(wrapped), "labels": labels}
+
+
+def run_qrnet(model, step, data: RepairData, folder: Path):
+    """A QRNet restorer trained in front of the frozen model; returns restorer + model."""
+    import keras
+
+    import qrnet
+    from deepcorrect.surgery import trainable_parameters
+
+    shape = tuple(data.images.shape[1:])
+    # A copy without the model's compile state (`clone_model` keeps it), which a saved
+    # nested model would otherwise carry.
+    classifier = type(model).from_config(model.get_config())
+    classifier.set_weights(model.get_weights())
+    restorer = qrnet.build_qrnet(input_shape=shape, base_width=step["base_width"],
+                                 depth=step["depth"], name="restorer")
+    probs = np.asarray(classifier.predict(data.images[:8].astype(np.float32), verbose=0))
+    logits = bool(probs.min() < 0 or not np.allclose(probs.sum(-1), 1.0, atol=1e-3))
+    trainer = qrnet.QualityRecoveryTrainer(
+        restorer, qrnet.ClassifierSpec(classifier, from_logits=logits, name="classifier"),
+        mode=step["mode"])
+    trainer.compile(optimizer=keras.optimizers.Adam(step["learning_rate"]))
+    targets, labels = data.targets()
+    batch = data.budget["batch_size"] + data.budget["batch_size"] % 2  # half clean, half not
+    qrnet.train(trainer, data.images, targets, dict(data.distortions),
+                epochs=data.budget["epochs"], batch_size=batch, patience=None,
+                checkpoint_dir=str(folder / "checkpoints"), seed=data.seed,
+                verbose=data.verbose)
+    # A fresh restorer with the trained weights: the saved model holds no training state.
+    clean = qrnet.build_qrnet(input_shape=shape, base_width=step["base_width"],
+                              depth=step["depth"], name="restorer")
+    clean.set_weights(restorer.get_weights())
+    classifier.trainable = False
+    inputs = keras.Input(shape, name="pixels")
+    combined = keras.Model(inputs, classifier(clean(inputs)), name=f"qrnet_{model.name}")
+    return combined, {"parameters": trainable_parameters(clean),
+                      "labels": "no" if step["mode"] == "recnet" else labels}
+
+
+STEPS: dict[str, Callable] = {"bn_adapt": run_bn_adapt, "tent": run_tent,
+                              "finetune": run_finetune, "deepcorrect": run_deepcorrect,
+                              "qrnet": run_qrnet}
+
+
+# --- Running a method ----------------------------------------------------------------------
+
+
+def merge_labels(a: str, b: str) -> str:
+    """What two repairs needed together: "yes" over "teacher" over "no".
+
+    >>> merge_labels("no", "teacher")
+    'teacher'
+    """
+    return LABELS[max(LABELS.index(a), LABELS.index(b))]
+
+
+def repair(model, method: Mapping[str, Any], data: RepairData, out: str | os.PathLike,
+           stages: Stages, group: str):
+    """Runs a method's steps on `model` for one set of distortions, resuming finished ones.
+
+    After each step the model is saved as `out/models/<group>/<chain>.keras` and its record
+    (cumulative seconds and parameters, labels needed, the steps) kept in `stages` under
+    `repair/<group>/<chain>`, where `<chain>` is `chain_id` of the steps so far. The longest
+    finished prefix of the steps is loaded instead of being run again.
+
+    Args:
+        model: the original model (not modified).
+        method: from `resolve_method`.
+        data: the repair data for `group`.
+        out: the output folder.
+        stages: the run's `Stages`.
+        group: the name of the distortions repaired for (a distortion, or "mixture").
+
+    Returns:
+        `(repaired model, record)`; the record has `seconds`, `parameters`, `labels`,
+        `steps`, `path` (relative to `out`) and `resumed` (whether a step resumed
+        part-way).
+    """
+    out = Path(out)
+    steps = list(method["steps"])
+    if not steps:
+        return model, {"seconds": 0.0, "parameters": 0, "labels": "no", "steps": [],
+                       "path": None, "resumed": False}
+    keys = [f"repair/{group}/{chain_id(steps[: i + 1])}" for i in range(len(steps))]
+    paths = [Path("models") / group / f"{chain_id(steps[: i + 1])}.keras"
+             for i in range(len(steps))]
+    done = 0
+    for i in reversed(range(len(steps))):
+        if stages.done(keys[i]) and (out / paths[i]).is_file():
+            done = i + 1
+            break
+    if done == len(steps):
+        return None, stages.record(keys[-1])
+    record = (stages.record(keys[done - 1]) if done else
+              {"seconds": 0.0, "parameters": 0, "labels": "no", "resumed": False})
+    current = load_model(out / paths[done - 1]) if done else model
+    import keras
+
+    for i in range(done, len(steps)):
+        folder = out / "work" / group / chain_id(steps[: i + 1])
+        resumed = folder.exists()
+        keras.utils.set_random_seed(data.seed)
+        start = time.time()
+        current, info = STEPS[steps[i]["kind"]](current, steps[i], data, folder)
+        seconds = time.time() - start
+        save_model(current, out / paths[i])
+        record = {"seconds": record["seconds"] + seconds,
+                  "parameters": record["parameters"] + int(info["parameters"]),
+                  "labels": merge_labels(record["labels"], info["labels"]),
+                  "steps": steps[: i + 1], "path": str(paths[i]),
+                  "resumed": bool(record["resumed"] or resumed),
+                  "images": int(len(data.images)), "epochs": data.budget["epochs"],
+                  "batch_size": data.budget["batch_size"]}
+        stages.finish(keys[i], **record)
+    return current, record

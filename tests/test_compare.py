@@ -1,0 +1,430 @@
+"""`deepcorrect.compare`, `recommend` and `deepcorrect compare` on a tiny CNN with batch norms.
+
+The model learns stripe orientation and period (4 classes) from synthetic 16x16 images in a
+few seconds; Gaussian blur at 0.6 and 1.0 wipes out the fine stripes. Every number of the
+table is checked against an independent recomputation: accuracy with `model.predict` on
+each saved repaired model, parameters with Keras's own weights, multiply-adds by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import deepcorrect
+import distort
+import qrnet  # noqa: F401  (the QRNet classes, to load the saved restorer)
+from deepcorrect import cli, costs, ladder
+from deepcorrect.comparison import ComparisonTable, recommend
+from deepcorrect.compare import compare
+from tests.conftest import REPO
+
+LEVELS = [0.6, 1.0]
+BUDGET = {"epochs": 1, "batch_size": 32, "rank_images": 32, "images": 128}
+METHODS = ["bn_adapt", "tent", "finetune", "deepcorrect", "qrnet", "bn_adapt+deepcorrect"]
+# conv1 (16x16 map, 3 -> 8 channels), conv2 (8x8, 8 -> 8), dense 8 -> 4.
+BASE_MADDS = 16 * 16 * 3 * 3 * 3 * 8 + 8 * 8 * 3 * 3 * 8 * 8 + 8 * 4
+# A cw unit on c channels: 1x1, 3x3, 3x3, 1x1 convs, c filters each: 20 c^2 per pixel;
+# beta 0.5 corrects 4 of the 8 channels of conv1 (16x16) and of conv2 (8x8).
+UNIT_MADDS = 20 * 4 * 4 * (16 * 16 + 8 * 8)
+BN_CHANNELS = 8 + 8
+
+
+def stripes(n: int, seed: int, size: int = 16):
+    """Horizontal or vertical stripes of period 3 or 8 (4 classes), random phase and colour."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(4, size=n)
+    period = np.where(y < 2, 3.0, 8.0)
+    wave = np.sin(2 * np.pi * np.arange(size)[None, :] / period[:, None]
+                  + rng.uniform(0, 2 * np.pi, n)[:, None])
+    image = np.where((y % 2 == 0)[:, None, None], wave[:, :, None], wave[:, None, :])
+    x = 128 + 100 * image[..., None] * rng.uniform(0.5, 1.0, (n, 1, 1, 3))
+    x += rng.normal(0, 8, x.shape[:3] + (3,))
+    return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
+
+
+def tiny_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Rescaling(1 / 255.0)(inputs)
+    h = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(h)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.MaxPooling2D()(keras.layers.ReLU()(h))
+    h = keras.layers.Conv2D(8, 3, padding="same", name="conv2")(h)
+    h = keras.layers.BatchNormalization(name="bn2")(h)
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(h))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="logits")(h),
+                        name="tiny")
+    x, y = stripes(512, 0)
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=8, batch_size=32, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_model(), stripes(256, 1), stripes(128, 2)
+
+
+def _counted(calls):
+    """ladder.STEPS wrapped to count the calls of each kind."""
+    def wrap(kind, fn):
+        def counted(*args, **kwargs):
+            calls[kind] = calls.get(kind, 0) + 1
+            return fn(*args, **kwargs)
+        return counted
+    return {kind: wrap(kind, fn) for kind, fn in ladder.STEPS.items()}
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    model, repair, test = data
+    out = tmp_path_factory.mktemp("compare")
+    calls = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ladder, "STEPS", _counted(calls))
+        table = compare(model, repair, test, "gaussian_blur", LEVELS, METHODS, BUDGET,
+                        out_dir=out, timing_images=16)
+    return table, out, calls
+
+
+def _accuracy(model, x, y, levels):
+    values = [np.mean(model.predict(x, verbose=0).argmax(-1) == y)]
+    for level in levels:  # blur is deterministic: nothing to match but the level
+        blurred = np.asarray(distort.gaussian_blur(x, level))
+        values.append(np.mean(model.predict(blurred, verbose=0).argmax(-1) == y))
+    return [float(v) for v in values]
+
+
+def load(path):
+    return keras.models.load_model(path, safe_mode=True, compile=False)
+
+
+def _trainable_count(model):
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def test_rows_equal_an_independent_recomputation_on_each_saved_model(run, data):
+    table, out, _ = run
+    model, _, (x, y) = data
+    assert table.methods() == ["baseline", *METHODS]
+    base = _accuracy(model, x, y, LEVELS)
+    for row in table.rows:
+        if row["method"] == "baseline":
+            assert row["model"] is None and row["parameters"] == 0 and row["seconds"] == 0
+            expected = base
+        else:
+            saved = load(out / row["model"])
+            expected = _accuracy(saved, x, y, LEVELS)
+        np.testing.assert_allclose(row["accuracy"], expected, atol=1e-9, err_msg=row["method"])
+        assert row["mean"] == pytest.approx(np.mean(expected))
+        assert row["clean_change"] == pytest.approx(expected[0] - base[0])
+        assert row["repair"] == (None if row["method"] == "baseline" else "gaussian_blur")
+    # Each repair changed the model it saved.
+    blur = {r["method"]: r["accuracy"] for r in table.rows}
+    assert blur["finetune"] != blur["baseline"] or blur["deepcorrect"] != blur["baseline"]
+
+
+def test_parameters_labels_and_multiply_adds(run):
+    table, out, _ = run
+    rows = {r["method"]: r for r in table.rows}
+    for name in ("finetune", "deepcorrect", "qrnet"):
+        saved = load(out / rows[name]["model"])
+        assert rows[name]["parameters"] == _trainable_count(saved) > 0, name
+        assert rows[name]["labels"] == "yes"
+    # BN adaptation sets each batch norm's mean and variance; TENT also trains gamma and beta.
+    assert rows["bn_adapt"]["parameters"] == 2 * BN_CHANNELS
+    assert rows["tent"]["parameters"] == 4 * BN_CHANNELS
+    combined = load(out / rows["bn_adapt+deepcorrect"]["model"])
+    assert rows["bn_adapt+deepcorrect"]["parameters"] == 2 * BN_CHANNELS + _trainable_count(
+        combined)
+    assert rows["bn_adapt+deepcorrect"]["labels"] == "yes"
+    for name in ("baseline", "bn_adapt", "tent"):
+        assert rows[name]["labels"] == "no"
+    for name in ("baseline", "bn_adapt", "tent", "finetune"):
+        assert rows[name]["multiply_adds"] == BASE_MADDS, name
+    assert rows["deepcorrect"]["multiply_adds"] == BASE_MADDS + UNIT_MADDS
+    assert rows["qrnet"]["multiply_adds"] > BASE_MADDS
+    assert all(r["ms_per_image"] > 0 for r in table.rows)
+    assert all(r["seconds"] > 0 for r in table.rows if r["method"] != "baseline")
+
+
+def test_a_combination_continues_from_the_finished_first_step(run):
+    _, _, calls = run
+    # bn_adapt ran once for "bn_adapt" and "bn_adapt+deepcorrect"; deepcorrect twice.
+    assert calls == {"bn_adapt": 1, "tent": 1, "finetune": 1, "deepcorrect": 2, "qrnet": 1}
+
+
+def test_outputs_written_and_consistent(run):
+    table, out, _ = run
+    for name in ("comparison.md", "comparison.csv", "comparison.json", "comparison.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert ComparisonTable.from_json(out / "comparison.json").rows == json.loads(
+        json.dumps(table.rows))
+    markdown = (out / "comparison.md").read_text()
+    assert markdown == table.to_markdown()
+    per_level = markdown.split("**all distortions**")[0]
+    for row in table.rows:
+        line = next(l for l in per_level.splitlines() if l.startswith(f"| {row['method']} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1:5] == [f"{v:.3f}" for v in row["accuracy"]] + [f"{row['mean']:.3f}"]
+    lines = (out / "comparison.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(table.rows) * (1 + len(LEVELS))
+    assert lines[1].startswith("baseline,,gaussian_blur,clean,")
+
+
+def test_a_second_call_reuses_everything(run, data, monkeypatch):
+    table, out, _ = run
+    model, repair, test = data
+    models = {p: p.stat().st_mtime_ns for p in (out / "models").rglob("*.keras")}
+    stages = (out / "stages.json").read_text()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished repair ran again")
+
+    monkeypatch.setattr(ladder, "STEPS", dict.fromkeys(ladder.STEPS, fail))
+    again = compare(model, repair, test, "gaussian_blur", LEVELS, METHODS, BUDGET, out_dir=out,
+                    timing_images=16)
+    assert again.rows == table.rows
+    assert {p: p.stat().st_mtime_ns for p in (out / "models").rglob("*.keras")} == models
+    assert (out / "stages.json").read_text() == stages
+    # Other settings in the same folder are refused.
+    with pytest.raises(ValueError, match="other settings"):
+        compare(model, repair, test, "gaussian_blur", LEVELS, METHODS, BUDGET, out_dir=out,
+                seed=1)
+
+
+def test_an_interrupted_run_resumes_with_the_same_results(run, data, tmp_path, monkeypatch):
+    table, _, _ = run
+    model, repair, test = data
+
+    class Killed(Exception):
+        pass
+
+    def interrupt(*args, **kwargs):
+        raise Killed
+
+    calls = {}
+    counted = _counted(calls)
+    monkeypatch.setattr(ladder, "STEPS", dict(counted, deepcorrect=interrupt))
+    with pytest.raises(Killed):
+        compare(model, repair, test, "gaussian_blur", LEVELS, ["finetune", "deepcorrect"], BUDGET,
+                out_dir=tmp_path, timing_images=16)
+    assert calls == {"finetune": 1}
+    calls.clear()
+    monkeypatch.setattr(ladder, "STEPS", counted)
+    resumed = compare(model, repair, test, "gaussian_blur", LEVELS, ["finetune", "deepcorrect"],
+                      BUDGET, out_dir=tmp_path, timing_images=16)
+    assert calls == {"deepcorrect": 1}  # finetune was finished
+    for name in ("finetune", "deepcorrect"):  # the same seed: the same models as in `run`
+        assert resumed.row(name, "gaussian_blur")["accuracy"] == table.row(
+            name, "gaussian_blur")["accuracy"]
+
+
+def test_label_free_mixture_is_one_repair_tested_on_each_distortion(data, tmp_path):
+    model, (x, _), (xt, yt) = data
+    levels = {"gaussian_blur": LEVELS, "awgn": [40.0, 80.0]}
+    table = compare(model, x, (xt, yt), ["gaussian_blur", "awgn"], levels,
+                    ["bn_adapt", "finetune"], BUDGET, mixture=True, out_dir=tmp_path,
+                    timing_images=16)
+    assert table.distortions() == ["gaussian_blur", "awgn"]
+    saved = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "models").rglob("*.keras"))
+    assert len(saved) == 2 and all(p.startswith("models/mixture/") for p in saved)
+    for name in ("bn_adapt", "finetune"):
+        blur, noise = table.row(name, "gaussian_blur"), table.row(name, "awgn")
+        assert blur["repair"] == noise["repair"] == "mixture" and blur["model"] == noise["model"]
+        assert blur["clean"] == noise["clean"]
+        repaired = load(tmp_path / blur["model"])
+        np.testing.assert_allclose(blur["accuracy"], _accuracy(repaired, xt, yt, LEVELS), atol=1e-9)
+    assert table.row("finetune", "awgn")["labels"] == "teacher"  # distilled from the model
+    assert table.row("bn_adapt", "awgn")["labels"] == "no"
+    assert "one repair on a mixture of gaussian_blur, awgn" in table.to_markdown()
+
+
+def _table(rows):
+    """A hand-made table: (name, mean, clean, parameters, ms per image) per method."""
+    out = []
+    for name, mean, clean, params, ms in rows:
+        out.append({"method": name, "repair": None, "distortion": "gaussian_blur", "levels": [1.0],
+                    "accuracy": [clean, 2 * mean - clean], "mean": mean, "clean": clean,
+                    "clean_change": clean - rows[0][2], "parameters": params, "labels": "no",
+                    "seconds": 1.0, "ms_per_image": ms, "multiply_adds": 10, "steps": []})
+    return ComparisonTable(out, {"baseline": "baseline"})
+
+
+def test_recommend_honours_each_constraint():
+    table = _table([("baseline", 0.50, 0.90, 0, 1.0), ("units", 0.80, 0.85, 5000, 3.0),
+                    ("tuned", 0.75, 0.90, 20000, 1.0), ("adapted", 0.70, 0.89, 40, 1.0)])
+    assert recommend(table).method == "units"
+    assert "+0.300 over the baseline" in recommend(table).reason
+    assert recommend(table, max_clean_drop=0.01).method == "tuned"     # units lose 0.05
+    assert recommend(table, max_params=10_000).method == "units"
+    assert recommend(table, max_params=1_000).method == "adapted"
+    assert recommend(table, max_latency=2.0).method == "tuned"         # units take 3 ms
+    method, reason = recommend(table, max_clean_drop=0.01, max_params=1_000, max_latency=2.0)
+    assert method == "adapted" and "units (clean -0.050)" in reason and "\n" not in reason
+    nothing = recommend(table, max_latency=0.5)
+    assert nothing.method is None and "no method meets" in nothing.reason
+    worse = _table([("baseline", 0.50, 0.90, 0, 1.0), ("units", 0.40, 0.90, 10, 1.0)])
+    assert recommend(worse) == ("baseline", recommend(worse).reason)
+    assert "no repair beats the baseline" in recommend(worse).reason
+    for kwargs, name in (({"max_clean_drop": -0.1}, "max_clean_drop"),
+                         ({"max_params": 1.5}, "max_params"),
+                         ({"max_latency": float("nan")}, "max_latency")):
+        with pytest.raises(ValueError, match=name):
+            recommend(table, **kwargs)
+
+
+def test_recommend_reads_a_saved_table(run):
+    table, out, _ = run
+    assert recommend(out / "comparison.json", max_clean_drop=0.05) == recommend(
+        table, max_clean_drop=0.05)
+
+
+@pytest.mark.parametrize("kwargs, error, fragment", [
+    ({"methods": ["bn_adapt", "magic"]}, ValueError, "'bn_adapt', 'tent', 'finetune'"),
+    ({"methods": ["tent", "tent"]}, ValueError, "unique"),
+    ({"methods": [{"name": "x", "steps": [{"kind": "finetune", "depth": 2}]}]}, ValueError,
+     "options of a finetune step"),
+    ({"distortions": "fog"}, ValueError, "name must be one of"),
+    ({"levels": [-1.0]}, ValueError, r"levels of gaussian_blur must be .* \[0, inf\]"),
+    ({"distortions": ["gaussian_blur", "awgn"], "levels": [1.0]}, ValueError, "dict"),
+    ({"budget": {"epoch": 2}}, ValueError, "budget keys"),
+    ({"budget": 0}, ValueError, r"budget\['epochs'\] must be an integer >= 1"),
+    ({"seed": -1}, ValueError, "seed must be"),
+    ({"timing_images": 0}, ValueError, "timing_images"),
+    ({"mixture": "yes"}, TypeError, "mixture"),
+    ({"test": "unlabelled"}, ValueError, "test_data must be \\(images, labels\\)"),
+    ({"test": "labels out of range"}, ValueError, r"class indices in \[0, 3\]"),
+    ({"repair": "wrong size"}, ValueError, "16x16x3"),
+    ({"model": "subclassed"}, TypeError, "model must be"),
+])
+def test_bad_arguments_are_refused(data, tmp_path, kwargs, error, fragment):
+    model, repair, test = data
+    kwargs = dict(kwargs)
+    args = {"distortions": "gaussian_blur", "levels": LEVELS}
+    args.update((k, kwargs.pop(k)) for k in ("distortions", "levels") if k in kwargs)
+    what = kwargs.pop("test", None)
+    if what == "unlabelled":
+        test = test[0]
+    elif what == "labels out of range":
+        test = (test[0], test[1] + 4)
+    if kwargs.pop("repair", None):
+        repair = (np.zeros((8, 32, 32, 3), np.uint8), np.zeros(8, np.int64))
+    if kwargs.pop("model", None):
+        model = keras.Model()
+    with pytest.raises(error, match=fragment):
+        compare(model, repair, test, args["distortions"], args["levels"],
+                **{"methods": ["finetune"], "budget": BUDGET, "out_dir": tmp_path, **kwargs})
+    assert not (tmp_path / "models").exists()  # refused before any work
+
+
+# --- Command line --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def files(data, tmp_path_factory):
+    model, (x, y), (xt, yt) = data
+    folder = tmp_path_factory.mktemp("files")
+    model.save(folder / "tiny.keras")
+    np.savez(folder / "stripes.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    return folder
+
+
+def _argv(files, out, *extra):
+    return ["compare", "--model", str(files / "tiny.keras"), "--data", str(files / "stripes.npz"),
+            "--distortion", "gaussian_blur", "--levels", *map(str, LEVELS), "--methods", "bn_adapt",
+            "finetune", "--epochs", "1", "--batch-size", "32", "--repair-images", "128",
+            "--rank-images", "32", "--timing-images", "16", "--out", str(out), *extra]
+
+
+def test_cli_prints_the_table_and_the_recommendation(files, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli.main(_argv(files, out, "--max-clean-drop", "0.02")) == 0
+    printed = capsys.readouterr().out
+    table = ComparisonTable.from_json(out / "comparison.json")
+    assert table.to_markdown() in printed
+    choice = recommend(table, max_clean_drop=0.02)
+    assert f"recommended: {choice.method} ({choice.reason})" in printed
+    assert json.loads((out / "recommendation.json").read_text())["method"] == choice.method
+    # The same command in a new process and another folder: the same accuracies.
+    fresh = tmp_path / "fresh"
+    proc = subprocess.run([sys.executable, "-m", "deepcorrect", *_argv(files, fresh)],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    again = ComparisonTable.from_json(fresh / "comparison.json")
+    assert [r["accuracy"] for r in again.rows] == [r["accuracy"] for r in table.rows]
+    assert "recommended: " in proc.stdout
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--methods", "finetune", "wizard"], "method must be one of ['baseline', 'bn_adapt'"),
+    (["--levels", "1", "2"], "--levels must be given once per --distortion"),
+    (["--max-params", "-1"], "--max-params must be an integer >= 0"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--distortion", "fog"], "name must be one of"),
+])
+def test_cli_errors_are_one_line(files, tmp_path, capsys, extra, fragment):
+    assert cli.main(_argv(files, tmp_path / "bad", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err, err
+    assert not (tmp_path / "bad" / "models").exists()
+
+
+# --- README --------------------------------------------------------------------------------
+
+
+def _readme_section():
+    text = (REPO / "README.md").read_text()
+    return text.split("## Which repair?")[1].split("\n## ")[0]
+
+
+def test_readme_snippets_run(data, tmp_path, monkeypatch, capsys):
+    section = _readme_section()
+    python = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    model, (x, y), (xt, yt) = data
+    monkeypatch.chdir(tmp_path)
+    namespace = {"model": model, "repair": (x[:64], y[:64]), "test": (xt[:64], yt[:64])}
+    exec(compile(python, "README.md", "exec"), namespace)
+    assert isinstance(namespace["table"], deepcorrect.ComparisonTable)
+    assert namespace["method"] in namespace["table"].methods()
+    assert (tmp_path / "out" / "compare" / "comparison.md").is_file()
+    assert namespace["reason"] in capsys.readouterr().out
+    # The shell snippet parses with the real command line.
+    shell = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    args = cli.build_parser().parse_args(shlex.split(shell)[1:])
+    assert args.command == "compare" and args.max_clean_drop is not None
+
+
+def test_multiply_adds_by_hand_for_every_kernel_kind():
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same")(inputs)                  # 8*8 * 3*3*3*4
+    h = keras.layers.SeparableConv2D(6, 3, padding="same")(h)              # 8*8 * (3*3*4 + 4*6)
+    h = keras.layers.DepthwiseConv2D(3, padding="valid")(h)                # 6*6 * 3*3*6
+    h = keras.layers.Conv2DTranspose(2, 2, strides=2)(h)                   # 6*6 * 2*2*6*2
+    h = keras.layers.Dense(5)(h)                                           # 12*12 * 2*5
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(h))
+    expected = (8 * 8 * 3 * 3 * 3 * 4 + 8 * 8 * (3 * 3 * 4 + 4 * 6) + 6 * 6 * 3 * 3 * 6
+                + 6 * 6 * 2 * 2 * 6 * 2 + 12 * 12 * 2 * 5)
+    assert costs.multiply_adds(model) == expected
+    open_size = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(2, 3)])
+    with pytest.raises(ValueError, match="fixed image sizes"):
+        costs.multiply_adds(open_size)
+
+
+def test_distorted_repair_images_are_seeded_and_mixed_per_image():
+    x = np.full((40, 8, 8, 1), 128, np.uint8)
+    table = {"awgn": [20.0], "contrast": [0.5]}
+    a = ladder.distorted_images(x, table, seed=3)
+    np.testing.assert_array_equal(a, ladder.distorted_images(x, table, seed=3))
+    assert not np.array_equal(a, ladder.distorted_images(x, table, seed=4))
+    flat = a.reshape(40, -1)
+    noisy = flat.std(1) > 5          # awgn leaves texture, contrast leaves a flat image
+    assert 5 < noisy.sum() < 35      # both distortions in one set, drawn per image
