@@ -13,6 +13,9 @@ Example:
 
 from __future__ import annotations
 
+from distort.imagenet_c.constants import COMMON as _IMAGENET_C_COMMON
+from distort.imagenet_c.constants import HELD_OUT as _IMAGENET_C_HELD_OUT
+
 
 def _steps(start: float, stop: float, step: float) -> tuple[float, ...]:
     n = int(round((stop - start) / step)) + 1
@@ -66,6 +69,19 @@ PRESETS: dict[str, dict] = {
         "gaussian_blur": (4.0, 8.0),
         "meta": {"paper": "Vasiljevic et al. 2016", "canonical_scale": 384,
                  "note": "camera_shake has no level: 1.0 means 'on'."},
+    },
+    # Hendrycks & Dietterich 2019: the fifteen ImageNet-C corruptions at severities 1..5
+    # (the constants of each severity: distort.imagenet_c.constants.SEVERITIES).
+    "imagenet_c": {
+        **{f"imagenet_c.{name}": (1, 2, 3, 4, 5) for name in _IMAGENET_C_COMMON},
+        "meta": {"paper": "Hendrycks & Dietterich 2019", "canonical_scale": 256,
+                 "note": "levels are severities; ImageNet-C corrupts 224-px center crops."},
+    },
+    # The four held-out ImageNet-C corruptions (speckle noise, Gaussian blur, spatter, saturate).
+    "imagenet_c_extra": {
+        **{f"imagenet_c.{name}": (1, 2, 3, 4, 5) for name in _IMAGENET_C_HELD_OUT},
+        "meta": {"paper": "Hendrycks & Dietterich 2019", "canonical_scale": 256,
+                 "note": "levels are severities; held out from the mCE."},
     },
 }
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from distort import codecs, ops
+from distort import codecs, imagenet_c, ops
 from distort.seeds import check_seed
 
 # name -> (function, name of its level argument, fixed options, random?)
@@ -46,6 +46,10 @@ LEVEL_RANGES: dict[str, tuple[float, float]] = {
     "motion_blur_vertical": (1.0, math.inf),
     "camera_shake": (0.0, 1.0),
 }
+
+# The ImageNet-C corruptions, "imagenet_c.<name>", their level the severity 1..5.
+DISTORTIONS.update(imagenet_c.registry_entries())
+LEVEL_RANGES.update({name: (1.0, 5.0) for name in imagenet_c.registry_entries()})
 
 
 def level_range(name: str) -> tuple[float, float]:

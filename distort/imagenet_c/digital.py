@@ -1,0 +1,245 @@
+"""ImageNet-C digital corruptions: brightness, contrast, saturate, elastic, pixelate, JPEG.
+
+Each takes images (NHWC or HWC, uint8 or float on 0..255) and a severity
+1..5 (or one per image); elastic_transform also takes a seed. The ImageNet-C
+contrast is registered as `imagenet_c.contrast`, apart from Dodge & Karam's
+`contrast` of `distort.ops` (a blend with the mean luminance).
+
+Example:
+
+>>> import numpy as np
+>>> from distort.imagenet_c import digital
+>>> digital.pixelate(np.zeros([1, 32, 32, 3], np.uint8), 5).shape
+TensorShape([1, 32, 32, 3])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from distort.imagenet_c.common import corrupt, fold_seed, gaussian_filter, params, static_size
+
+
+def brightness(images, severity):
+    """ImageNet-C brightness: `c` (0.1 .. 0.5) added to the HSV value, clipped to 1.
+
+    Args:
+        images: NHWC or HWC images, uint8 or float on 0..255.
+        severity: An integer 1..5, or one per image.
+
+    Returns:
+        The brighter images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> int(brightness(np.zeros([4, 4, 3], np.uint8), 1).numpy().max())
+    26
+    """
+    def fn(x, s, _):
+        hsv = tf.image.rgb_to_hsv(x)
+        value = tf.clip_by_value(hsv[..., 2:] + params("brightness", s), 0.0, 1.0)
+        return tf.image.hsv_to_rgb(tf.concat([hsv[..., :2], value], -1))
+
+    return corrupt(images, severity, fn, colour=True)
+
+
+def contrast(images, severity):
+    """ImageNet-C contrast: each channel's deviation from its mean times c (0.4 .. 0.05).
+
+    Args:
+        images: NHWC or HWC images, uint8 or float on 0..255.
+        severity: An integer 1..5, or one per image.
+
+    Returns:
+        The flatter images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> contrast(np.array([[[0.0], [200.0]]]), 1).numpy().ravel().tolist()
+    [60.0, 140.0]
+    """
+    def fn(x, s, _):
+        mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+        return (x - mean) * params("contrast", s) + mean
+
+    return corrupt(images, severity, fn)
+
+
+def saturate(images, severity):
+    """ImageNet-C saturate: the HSV saturation times a, plus b, clipped to [0, 1].
+
+    (a, b) = (0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2): the first two
+    severities desaturate, the last three saturate (and, as the reference, turn
+    gray pixels, whose hue is 0, slightly red).
+
+    Args:
+        images: NHWC or HWC images, uint8 or float on 0..255.
+        severity: An integer 1..5, or one per image.
+
+    Returns:
+        The images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> saturate(np.full([1, 4, 4, 3], 100, np.uint8), 5).numpy()[0, 0, 0].tolist()
+    [100, 80, 80]
+    """
+    def fn(x, s, _):
+        factor, offset = params("saturate", s)
+        hsv = tf.image.rgb_to_hsv(x)
+        sat = tf.clip_by_value(hsv[..., 1:2] * factor + offset, 0.0, 1.0)
+        return tf.image.hsv_to_rgb(tf.concat([hsv[..., :1], sat, hsv[..., 2:]], -1))
+
+    return corrupt(images, severity, fn, colour=True)
+
+
+def _reflect(coord: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """SciPy's "reflect" (half-sample symmetric) of float coordinates into [-0.5, size - 0.5]."""
+    size = tf.cast(size, coord.dtype)
+    period = 2.0 * size
+    m = tf.math.floormod(coord + 0.5, period)
+    return tf.where(m >= size, period - m, m) - 0.5
+
+
+def elastic_transform(images, severity, seed: int | None = None, uniforms=None):
+    """ImageNet-C elastic transform (the `imagecorruptions` package's version).
+
+    Two fields of uniform noise in +-0.5% of the height, blurred (Gaussian,
+    sigma 1% of each side, truncated at 3 sigma, reflected) and scaled by
+    alpha = 12.5 .. 30, move every pixel; the image is sampled there with
+    bilinear interpolation and a reflected border (SciPy's `map_coordinates`,
+    order 1, mode "reflect").
+
+    Args:
+        images: NHWC or HWC images with a static height and width, uint8 or
+            float on 0..255.
+        severity: An integer 1..5, or one per image.
+        seed: Seed of the fields; `None` draws fresh ones.
+        uniforms: Optional draws in [0, 1) of shape `[N, 2, H, W]` (the row
+            field's, then the column field's... in the reference's order:
+            first dx, then dy) instead of the seeded ones.
+
+    Returns:
+        The warped images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> elastic_transform(np.full([1, 32, 32, 3], 9, np.uint8), 5, seed=0).numpy().max()
+    9
+    """
+    def fn(x, s, seed):
+        alpha = params("elastic_transform", s)
+        h, w = static_size(x, "elastic_transform")
+        n = tf.shape(x)[0]
+        u = (tf.random.stateless_uniform(tf.stack([n, 2, h, w]), fold_seed(seed, 0))
+             if uniforms is None else tf.cast(uniforms, tf.float32))
+        limit = h * 0.005
+        fields = gaussian_filter(tf.transpose(limit * (2.0 * u - 1.0), [0, 2, 3, 1]),
+                                 (h * 0.01, w * 0.01), border="reflect", truncate=3) * alpha
+        dx, dy = fields[..., 0], fields[..., 1]
+        rows = _reflect(tf.range(h, dtype=tf.float32)[None, :, None] + dy, h)
+        cols = _reflect(tf.range(w, dtype=tf.float32)[None, None, :] + dx, w)
+        r0, c0 = tf.floor(rows), tf.floor(cols)
+        fr, fc = (rows - r0)[..., None], (cols - c0)[..., None]
+        flat = tf.reshape(x, tf.stack([n, h * w, tf.shape(x)[3]]))
+
+        def at(r, c):
+            r = tf.cast(tf.clip_by_value(r, 0, h - 1), tf.int32)
+            c = tf.cast(tf.clip_by_value(c, 0, w - 1), tf.int32)
+            return tf.gather(flat, r * w + c, batch_dims=1)
+
+        top = at(r0, c0) * (1 - fc) + at(r0, c0 + 1) * fc
+        bottom = at(r0 + 1, c0) * (1 - fc) + at(r0 + 1, c0 + 1) * fc
+        return top * (1 - fr) + bottom * fr
+
+    return corrupt(images, severity, fn, seed)
+
+
+def _box_taps(size: int, out: int) -> np.ndarray:
+    """Pillow's BOX resampling weights `[out, size]` (each input pixel in or out of a box)."""
+    scale = size / out
+    weights = np.zeros([out, size], np.float64)
+    for i in range(out):
+        center = (i + 0.5) * scale
+        lo = max(int(center - scale * 0.5 + 0.5), 0)
+        hi = min(int(center + scale * 0.5 + 0.5), size)
+        j = np.arange(lo, hi)
+        t = (j - center + 0.5) / scale
+        weights[i, j] = ((t > -0.5) & (t <= 0.5)).astype(np.float64)
+        weights[i] /= weights[i].sum()
+    return weights.astype(np.float32)
+
+
+def pixelate(images, severity):
+    """ImageNet-C pixelate: Pillow's BOX downscale by c (0.6 .. 0.25), NEAREST upscale.
+
+    The thumbnail is `int(side * c)` pixels per side, each pixel the mean of
+    the box it covers (rounded to 8 bits after each axis, as Pillow); the
+    upscale repeats each thumbnail pixel (Pillow's nearest neighbours).
+
+    Args:
+        images: NHWC or HWC images with a static height and width, uint8 or
+            float on 0..255.
+        severity: An integer 1..5, or one per image.
+
+    Returns:
+        The pixelated images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> pixelate(np.full([1, 32, 32, 3], 5, np.uint8), 5).numpy().max()
+    5
+    """
+    def fn(x, s, _):
+        h, w = static_size(x, "pixelate")
+        c = params("pixelate", s)
+        th, tw = max(int(h * c), 1), max(int(w * c), 1)
+        # Pillow resamples the columns, then the rows, rounding to 8 bits after each pass.
+        small = tf.round(tf.einsum("nhwc,vw->nhvc", x, tf.constant(_box_taps(w, tw))))
+        small = tf.round(tf.einsum("nhwc,uh->nuwc", small, tf.constant(_box_taps(h, th))))
+        rows = np.minimum(((np.arange(h) + 0.5) * th / h).astype(np.int64), th - 1)
+        cols = np.minimum(((np.arange(w) + 0.5) * tw / w).astype(np.int64), tw - 1)
+        return tf.gather(tf.gather(small, rows, axis=1), cols, axis=2)
+
+    return corrupt(images, severity, fn, scale=255.0)
+
+
+def jpeg_compression(images, severity):
+    """ImageNet-C JPEG: libjpeg at quality 25, 18, 15, 10, 7, as Pillow saves and reads it.
+
+    Encoded with 4:2:0 chroma subsampling and decoded with libjpeg's accurate
+    integer DCT, Pillow's default (`distort.jpeg` decodes with the fast DCT,
+    up to 3 grey levels away from Pillow's pixels).
+
+    Args:
+        images: NHWC or HWC images, uint8 or float on 0..255.
+        severity: An integer 1..5, or one per image.
+
+    Returns:
+        The decoded images, same shape and dtype.
+
+    Example:
+
+    >>> import numpy as np
+    >>> jpeg_compression(np.zeros([1, 16, 16, 3], np.uint8), 5).shape
+    TensorShape([1, 16, 16, 3])
+    """
+    def fn(x, s, _):
+        quality = params("jpeg_compression", s)
+        x8 = tf.cast(tf.round(x), tf.uint8)
+        channels = x8.shape[-1] or 0
+
+        def code(image):
+            data = tf.io.encode_jpeg(image, quality=quality)
+            return tf.io.decode_jpeg(data, channels=channels, dct_method="INTEGER_ACCURATE")
+
+        y = tf.map_fn(code, x8, fn_output_signature=tf.uint8)
+        return tf.cast(tf.ensure_shape(y, x8.shape), tf.float32)
+
+    return corrupt(images, severity, fn, scale=255.0)
