@@ -69,7 +69,7 @@ import tensorflow as tf
 
 from deepcorrect.batch_norm import folded_batch_norms
 from deepcorrect.batch_norm_program import BatchNormProgram, Moments, batch_norm_layers
-from deepcorrect.checks import check_image_size
+from deepcorrect.checks import check_image_size, check_model
 from distort.preprocessing import Preprocess
 from distort.preprocessing import resolve as resolve_preprocessing
 
@@ -221,6 +221,7 @@ def copy_keeping_trainable(model: keras.Model) -> keras.Model:
     >>> copy_keeping_trainable(m).layers[0].trainable
     False
     """
+    check_model(model)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy

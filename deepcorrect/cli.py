@@ -312,6 +312,8 @@ def _teacher_weights(args) -> str | None:
         if teacher_is_file:
             raise CLIError("--teacher-weights sets the weights of a keras.applications "
                            f"--teacher, but --teacher is a .keras file: {args.teacher}")
+        if args.teacher_weights != "imagenet" and not Path(args.teacher_weights).is_file():
+            raise CLIError(f"--teacher-weights file not found: {args.teacher_weights}")
         return args.teacher_weights
     if args.teacher == args.model and not teacher_is_file:
         return args.weights

@@ -27,6 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from deepcorrect.checks import check_model
 from deepcorrect.graph import leaf_layers
 from deepcorrect.surgery import trainable_parameters
 from deepcorrect.units import CorrectionUnit
@@ -217,6 +218,7 @@ def model_costs(model: keras.Model, images, batch_size: int = 32, repeats: int =
     >>> model_costs(m, np.zeros((4, 4, 4, 1)))["multiply_adds"]
     32
     """
+    check_model(model)
     return {
         "parameters": int(model.count_params()),
         "trainable_parameters": trainable_parameters(model),

@@ -96,9 +96,14 @@ def functional_of(model: Any) -> Any:
     """The Functional graph behind a Functional or built Sequential model.
 
     Raises:
-        ValueError: for a subclassed model, or a Sequential model without an
-            input shape.
+        TypeError: for anything but a Functional or Sequential model (a
+            subclassed model, a layer, None).
+        ValueError: for a Sequential model without an input shape.
     """
+    if not is_graph_model(model):
+        from deepcorrect.checks import check_model  # here: `checks` imports this module
+
+        check_model(model)
     if isinstance(model, keras.Sequential):
         graph = getattr(model, "_functional", None)
         if graph is None:
@@ -107,11 +112,6 @@ def functional_of(model: Any) -> Any:
                 "Input (keras.Input) or build it with an input shape first."
             )
         return graph
-    if not hasattr(model, "_nodes_by_depth"):
-        raise ValueError(
-            "Only functional and Sequential Keras models can be used here; "
-            f"{model.name!r} is a subclassed {type(model).__name__}."
-        )
     return model
 
 

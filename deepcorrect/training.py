@@ -88,6 +88,8 @@ class LabelFreeTrainer(keras.Model):
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model, preprocess=None, **kwargs):
+        checks.check_model(student, "student")
+        checks.check_model(teacher, "teacher")
         super().__init__(**kwargs)
         self.student = student
         self.teacher = teacher

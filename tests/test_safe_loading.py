@@ -8,11 +8,17 @@
   naming the file; a `.keras` file with a `Lambda` layer is refused by the command lines
   in one line naming the file. (`tests/test_reproducibility.py` scans every kind of saved
   model for `Lambda`, QRNet included.)
+- The README's loading snippets (`import deepcorrect  # registers the layers`, then
+  `keras.models.load_model(path, safe_mode=True)`; qrnet likewise) run as written in a
+  fresh process, and without the import fail with the error the README documents.
 """
 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -108,3 +114,51 @@ def test_lambda_model_is_refused_naming_the_file(tmp_path):
     with pytest.raises(cli_common.CLIError, match=r"--model is not a loadable \.keras model "
                        r"\(.*Lambda.*\): .*lambda\.keras"):
         cli_common.load_keras_file(path)
+
+
+def readme_loading_snippets() -> dict[str, str]:
+    """README.md's Python blocks that load a saved model, by the package they import."""
+    blocks = (REPO / "README.md").read_text(encoding="utf-8").split("```python\n")[1:]
+    snippets = {}
+    for block in (b.split("```")[0] for b in blocks):
+        for package in ("deepcorrect", "qrnet"):
+            if f"import {package}  # registers the layers" in block and "load_model(" in block:
+                snippets[package] = block
+    return snippets
+
+
+def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def saved_models(folder: Path) -> None:
+    """The files the README's snippets load: a wrapped model and a QRNet restorer."""
+    import deepcorrect
+    import qrnet
+
+    base = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="conv1"),
+                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    deepcorrect.wrap(base, {"conv1": [2, 0, 1, 3]}).save(folder / "corrected.keras")
+    (folder / "runs" / "qrnet").mkdir(parents=True)
+    qrnet.build_qrnet(base_width=4, depth=2).save(folder / "runs" / "qrnet" / "restorer.keras")
+
+
+def test_the_readme_loading_snippets_run_as_written_in_a_fresh_process(tmp_path):
+    """Each snippet, exactly as in README.md, loads its file in a new Python process; the
+    deepcorrect one without its import fails with the error the README names."""
+    snippets = readme_loading_snippets()
+    assert sorted(snippets) == ["deepcorrect", "qrnet"]
+    saved_models(tmp_path)
+    for package, snippet in snippets.items():
+        name = "model" if package == "deepcorrect" else "restorer"
+        proc = run_python(snippet + f"\nprint('loaded', type({name}).__name__, "
+                                    f"len({name}.layers))", tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.split()[-3:-1] == ["loaded", "Functional" if name == "model"
+                                              else "QRNet"], proc.stdout
+    without = snippets["deepcorrect"].replace("import deepcorrect  # registers the layers\n", "")
+    assert "import deepcorrect" not in without
+    proc = run_python(without, tmp_path)
+    assert proc.returncode != 0
+    assert "TypeError" in proc.stderr and "Could not locate class 'CorrectionUnit'" in proc.stderr
