@@ -314,7 +314,8 @@ def build_model(kind: str, pretrained, ranking, layers, cfg):
 
     if kind == "deepcorr":
         model = deepcorrect.wrap(pretrained, ranking, beta=cfg["beta"], unit=cfg["unit"],
-                                 layers=layers, kernel_size=cfg["kernel_size"])
+                                 layers=layers, kernel_size=cfg["kernel_size"],
+                                 site="conv")  # the site of the documented results
         set_unit_bn_momentum(model, cfg["unit_bn_momentum"])
         return model
     # Finetune-k of the same layers. The batch norms after them stay frozen:
