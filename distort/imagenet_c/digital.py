@@ -161,7 +161,11 @@ def elastic_transform(images, severity, seed: int | None = None, uniforms=None):
 
 
 def _box_taps(size: int, out: int) -> np.ndarray:
-    """Pillow's BOX resampling weights `[out, size]` (each input pixel in or out of a box)."""
+    """Pillow's BOX resampling weights `[out, size]` in its 22-bit fixed point.
+
+    Each input pixel is in or out of an output pixel's box; the weights,
+    normalised, are rounded to multiples of 2**-22 as Pillow's 8-bit path does.
+    """
     scale = size / out
     weights = np.zeros([out, size], np.float64)
     for i in range(out):
@@ -172,14 +176,20 @@ def _box_taps(size: int, out: int) -> np.ndarray:
         t = (j - center + 0.5) / scale
         weights[i, j] = ((t > -0.5) & (t <= 0.5)).astype(np.float64)
         weights[i] /= weights[i].sum()
-    return weights.astype(np.float32)
+    return np.floor(0.5 + weights * 2**22)
+
+
+def _box_pass(x: tf.Tensor, taps: np.ndarray, equation: str) -> tf.Tensor:
+    """One Pillow BOX pass: fixed-point sums, rounded half up (float64 keeps them exact)."""
+    total = tf.einsum(equation, tf.cast(x, tf.float64), tf.constant(taps))
+    return tf.cast(tf.floor((total + 2.0**21) / 2.0**22), tf.float32)
 
 
 def pixelate(images, severity):
     """ImageNet-C pixelate: Pillow's BOX downscale by c (0.6 .. 0.25), NEAREST upscale.
 
     The thumbnail is `int(side * c)` pixels per side, each pixel the mean of
-    the box it covers (rounded to 8 bits after each axis, as Pillow); the
+    the box it covers (in Pillow's fixed point, rounded after each axis); the
     upscale repeats each thumbnail pixel (Pillow's nearest neighbours).
 
     Args:
@@ -201,8 +211,8 @@ def pixelate(images, severity):
         c = params("pixelate", s)
         th, tw = max(int(h * c), 1), max(int(w * c), 1)
         # Pillow resamples the columns, then the rows, rounding to 8 bits after each pass.
-        small = tf.round(tf.einsum("nhwc,vw->nhvc", x, tf.constant(_box_taps(w, tw))))
-        small = tf.round(tf.einsum("nhwc,uh->nuwc", small, tf.constant(_box_taps(h, th))))
+        small = _box_pass(x, _box_taps(w, tw), "nhwc,vw->nhvc")
+        small = _box_pass(small, _box_taps(h, th), "nhwc,uh->nuwc")
         rows = np.minimum(((np.arange(h) + 0.5) * th / h).astype(np.int64), th - 1)
         cols = np.minimum(((np.arange(w) + 0.5) * tw / w).astype(np.int64), tw - 1)
         return tf.gather(tf.gather(small, rows, axis=1), cols, axis=2)
