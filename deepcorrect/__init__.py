@@ -1,5 +1,10 @@
 """deepcorrect package."""
 
+# The command line starts quietly: this runs before anything loads TensorFlow.
+from distort.cli_common import quiet_command_line
+
+quiet_command_line("deepcorrect")
+
 # Correction units, wrap and the fine-tuning baselines.
 from deepcorrect.baselines import finetune, reinitialized
 from deepcorrect.batch_norm import folded_batch_norms

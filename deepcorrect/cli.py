@@ -33,7 +33,9 @@ import os
 import sys
 from pathlib import Path
 
-from distort.cli_common import CLIError, fail_cleanly, load_model_spec, refuse_existing
+from distort.cli_common import (CLIError, fail_cleanly, load_model_spec, quiet_tensorflow,
+                                refuse_existing)
+from distort.seeds import seed_argument
 
 
 def _model_args(p, many: bool = False) -> None:
@@ -64,15 +66,15 @@ def _load_data(args, default_split: str, size: int | None):
 
     p = Path(args.data)
     split = args.split or default_split
+    if args.limit is not None and args.limit < 1:
+        raise CLIError(f"--limit must be >= 1. Received: {args.limit}")
     if p.suffix == ".npz":
         (xt, yt), (xv, yv) = data.load_cifar10(p)
         x, y = (xt, yt) if split == "train" else (xv, yv)
-    else:
-        folder = data.load_image_folder(p, size=size or 224)
+    else:  # only the first --limit photos are read
+        folder = data.load_image_folder(p, size=size or 224, limit=args.limit)
         x, y = folder.images, folder.labels
     if args.limit is not None:
-        if args.limit < 1:
-            raise CLIError(f"--limit must be >= 1. Received: {args.limit}")
         x, y = x[: args.limit], y[: args.limit]
     return x, y
 
@@ -325,7 +327,7 @@ def _teacher_weights(args) -> str | None:
 
 def _run_evaluate(args) -> None:
     from distort import presets, registry
-    from distort.io import atomic_write_text
+    from distort.io import atomic_write_text, make_dirs
     from distort.sweep import sweep
 
     registry.check_name(args.distortion)
@@ -338,7 +340,7 @@ def _run_evaluate(args) -> None:
     for label, (model, _) in specs.items():
         _check_data(args, label, model, None, y)  # no size check: the sweep resizes
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     result = sweep(specs, x, y, {args.distortion: _levels(args)}, preset=args.preset,
                    seed=args.seed, checkpoint=out / "evaluate.json",
                    options=presets.options(args.preset))
@@ -383,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    parser.add_argument("--verbose", dest="show_logs", action="store_true",
+                        help="show TensorFlow's start-up and info log lines (hidden by default "
+                             "unless TF_CPP_MIN_LOG_LEVEL is set)")
     p = sub.add_parser("demo", help="the whole story on Fashion-MNIST (or CIFAR-10): baseline, "
                        "sweep, ranking, correction units vs Finetune vs QRNet, report")
     p.add_argument("--dataset", default="fashion_mnist", choices=("fashion_mnist", "cifar10"))
@@ -391,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a CIFAR-style .npz (required for cifar10)")
     p.add_argument("--quick", action="store_true",
                    help="a few hundred images and one epoch (a smoke run)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_argument, default=0)
     p.add_argument("--out", default="out/demo",
                    help="output folder (default out/demo); an interrupted run resumes there")
     p.add_argument("--overwrite", action="store_true",
@@ -412,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score", default="gain", choices=("gain", "relative_error"))
     p.add_argument("--method", default="exact", choices=("exact", "approx"))
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_argument, default=0)
     p.add_argument("--out", required=True, help="ranking JSON to write")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=_run_rank)
@@ -465,14 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights file of a keras.applications --teacher (default: --weights when "
                         "--teacher names the same application as --model, else imagenet)")
     p.add_argument("--checkpoint-dir", default=None, help="per-epoch backups; rerun to resume")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_argument, default=0)
     p.add_argument("--out", required=True, help="output .keras file")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=_run_train)
 
     p = sub.add_parser("evaluate", help="accuracy per level of one or more models")
     _model_args(p, many=True), _data_args(p), _distortion_args(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_argument, default=0)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(run=_run_evaluate)
 
@@ -494,3 +499,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+    quiet_tensorflow(args.show_logs)

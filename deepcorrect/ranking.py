@@ -81,6 +81,7 @@ import tensorflow as tf
 
 from deepcorrect import checks, graph
 from distort.io import atomic_write_text
+from distort.seeds import check_seed
 
 FORMAT_VERSION = 1
 
@@ -1548,6 +1549,7 @@ def rank(
             f"batch_size must be a positive integer. Received: batch_size={batch_size!r}"
         )
     batch_size = int(batch_size)
+    seed = check_seed(seed)
     filters = _check_filters(filters)
     distortion_name, distort_fn = _resolve_distortion(distortion)
     chosen = _choose_layers(model, layers)
@@ -1557,7 +1559,7 @@ def rank(
     raw = images.astype(np.float32)
     data = _Data(
         clean=_prep(preprocess, raw), labels=labels, raw=raw, levels=levels,
-        distort_fn=distort_fn, preprocess=preprocess, seed=int(seed),
+        distort_fn=distort_fn, preprocess=preprocess, seed=seed,
     )
     checks.check_image_size(data.clean, model)  # what the model reads, after `preprocess`
     counts = {s.layer_name: s.channels for s in sites}

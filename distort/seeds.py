@@ -33,7 +33,8 @@ def check_seed(seed: Any, name: str = "seed", optional: bool = False) -> int | N
     Args:
         seed: The seed: a Python or NumPy integer (a 0-d integer array too).
         name: The argument's name, used in the message. Defaults to `"seed"`.
-        optional: Whether None is allowed (it then means "fresh randomness").
+        optional: Whether None is allowed (it then means "fresh randomness"); the
+            message is the same either way.
 
     Returns:
         The seed as a Python int, or None.
@@ -48,7 +49,7 @@ def check_seed(seed: Any, name: str = "seed", optional: bool = False) -> int | N
     >>> check_seed(np.int64(3)), check_seed(None, optional=True)
     (3, None)
     """
-    allowed = f"an integer in [0, {SEED_MAX}]" + (" or None" if optional else "")
+    allowed = f"an integer in [0, {SEED_MAX}]"  # one wording, None allowed or not
     if seed is None and optional:
         return None
     if isinstance(seed, np.ndarray) and seed.ndim == 0 and seed.dtype.kind in ("i", "u"):

@@ -16,7 +16,12 @@ Example:
 (2, 17, 23, 3)
 """
 
-from qrnet.evaluate import (
+# The command line starts quietly: this runs before anything loads TensorFlow.
+from distort.cli_common import quiet_command_line
+
+quiet_command_line("qrnet")
+
+from qrnet.evaluate import (  # noqa: E402
     LEVEL_PRESETS,
     average_over_levels,
     evaluate_restoration,

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from distort.cli_common import CLIError, fail_cleanly, refuse_existing
-from distort.io import atomic_dir, atomic_path, atomic_write_text
+from distort.cli_common import CLIError, fail_cleanly, quiet_tensorflow, refuse_existing
+from distort.io import atomic_dir, atomic_path, atomic_write_text, make_dirs
+from distort.seeds import seed_argument
 
 # --- Inputs -------------------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ def run_restore(args) -> None:
         return
     from PIL import Image
 
-    output.mkdir(parents=True, exist_ok=True)
+    make_dirs(output)
     for image, file in zip(images, files):
         restored = qrnet.restore(restorer, image)
         with atomic_path(output / f"{file.stem}.png") as temporary:
@@ -351,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="qrnet", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--verbose", dest="show_logs", action="store_true",
+                        help="show TensorFlow's start-up and info log lines (hidden by default "
+                             "unless TF_CPP_MIN_LOG_LEVEL is set)")
 
     train = commands.add_parser("train", help="train a restorer (Algorithm 1)")
     _add_data_args(train, "train")
@@ -373,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=DEFAULT_TRAINING["learning_rate"])
     train.add_argument("--patience", type=int, default=DEFAULT_TRAINING["patience"])
     train.add_argument("--steps-per-epoch", type=int)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=seed_argument, default=0)
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     train.add_argument("--overwrite", action="store_true")
     train.set_defaults(run=run_train)
@@ -393,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distortion_args(evaluate)
     evaluate.add_argument("--restorer", action="append", help="[NAME=]restorer.keras (repeatable)")
     evaluate.add_argument("--batch-size", type=int, default=128)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=seed_argument, default=0)
     evaluate.add_argument("--out", help="write the rows as JSON")
     evaluate.add_argument("--overwrite", action="store_true")
     evaluate.set_defaults(run=run_evaluate)
@@ -417,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     return fail_cleanly(args.run, args)
+    quiet_tensorflow(args.show_logs)
 
 
 if __name__ == "__main__":

@@ -524,7 +524,7 @@ CLI_CASES = [
             "error: --model must be a .keras file, not a directory"),
     CliCase("wrap: text file as model", C,
             ["wrap", "--model", "exists.keras", "--ranking", RANKING, "--out", "w.keras"],
-            "error: --model is not a loadable .keras model"),
+            "error: --model: exists.keras is not a Keras model file (not a zip archive)"),
     CliCase("finetune: k not a number", C, ["finetune", "--model", MODEL, "--k", "first", "--out", "f.keras"],
             "error: --k must be an integer or 'all'. Received: --k first"),
     CliCase("finetune: k too large", C, ["finetune", "--model", MODEL, "--k", "7", "--out", "f.keras"],
