@@ -119,7 +119,7 @@ def _run_wrap(args) -> None:
     ranking = _load_ranking(args.ranking, model)
     options = _wrap_options(args, model, ranking)  # beta, layers, kernel size, batch norms
     wrapped = deepcorrect.wrap(model, ranking, unit=args.unit, **options,
-                               train_head=args.train_head, site=args.site)
+                               train_head=args.train_head, site=args.site, seed=args.seed)
     wrapped = taking_pixels(wrapped, label, preprocess)
     _save(wrapped, args.out)
     trainable = deepcorrect.trainable_parameters(wrapped)
@@ -273,7 +273,9 @@ def _run_finetune(args) -> None:
         raise CLIError(f"--k must be an integer or 'all'. Received: --k {args.k}")
     label, (model, preprocess), _ = load_model_spec(args.model, args.weights)
     k = args.k if args.k == "all" else int(args.k)
-    tuned = taking_pixels(deepcorrect.finetune(model, k), label, preprocess)
+    train_batch_norm = {"auto": "auto", "yes": True, "no": False}[args.train_batch_norm]
+    tuned = taking_pixels(deepcorrect.finetune(model, k, train_batch_norm=train_batch_norm),
+                          label, preprocess)
     _save(tuned, args.out)
     trainable = deepcorrect.trainable_parameters(tuned)
     print(f"wrote {args.out} ({trainable:,} trainable parameters)")
@@ -447,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the conv where there is one, on the conv output otherwise), conv (the "
                         "conv output), or batch_norm (after the batch norm; every corrected conv "
                         "must have one)")
+    p.add_argument("--seed", type=seed_argument, default=0, help="seed of the units' initial weights")
     p.add_argument("--out", required=True, help="output .keras file")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=_run_wrap)
@@ -454,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="Finetune-k baseline: make the first k conv layers trainable")
     _model_args(p)
     p.add_argument("--k", required=True, help="number of conv layers from the input, or 'all'")
+    p.add_argument("--train-batch-norm", choices=("auto", "yes", "no"), default="auto",
+                   help="train the batch norms after those convs: auto (default) unless they "
+                        "are folded (mean 0, variance 1, gamma 1, as in converted weights)")
     p.add_argument("--out", required=True, help="output .keras file")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=_run_finetune)

@@ -47,11 +47,14 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import keras
 import numpy as np
 
+from deepcorrect.batch_norm import check_train_batch_norm, trained_batch_norms
 from deepcorrect.checks import check_model, check_momentum
 from deepcorrect.graph import batch_norms_by_input, flatten, leaf_layers
 from deepcorrect.graph import is_graph_model as is_model
 from deepcorrect.layers import GatherChannels, ScatterChannels, validate_channel_indices
 from deepcorrect.units import CorrectionUnit, check_preset
+from distort.seeds import check_seed
+from distort.training_checks import derived_seed
 
 CONV_LAYER_TYPES = (
     keras.layers.Conv2D,
@@ -417,11 +420,15 @@ def plan_corrections(
 # The graph rewrite.
 
 
-def _accepts_training(layer: Any) -> bool:
+def _accepts(function: Any, argument: str) -> bool:
     try:
-        return "training" in inspect.signature(layer.call).parameters
+        return argument in inspect.signature(function).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _accepts_training(layer: Any) -> bool:
+    return _accepts(layer.call, "training")
 
 
 def _has_activation(layer: keras.layers.Layer) -> bool:
@@ -441,6 +448,9 @@ class GraphRewriter:
         fused: fold the gather and scatter into preset units' 1x1 convs
             (`CorrectionUnit(channel_indices=...)`) instead of separate
             `GatherChannels`/`ScatterChannels` layers. Defaults to True.
+        seed: seed of the units' initial weights: the unit of layer `name`
+            gets `derived_seed(seed, name + "_unit")`. None draws fresh
+            weights. Defaults to None.
 
     Example:
 
@@ -451,10 +461,14 @@ class GraphRewriter:
     """
 
     def __init__(
-        self, corrections: Mapping[str, Correction] | None = None, fused: bool = True
+        self,
+        corrections: Mapping[str, Correction] | None = None,
+        fused: bool = True,
+        seed: int | None = None,
     ):
         self.corrections = dict(corrections or {})
         self.fused = fused
+        self.seed = seed
         self.copies: dict[int, Any] = {}  # id(original operation) -> copy
         self.originals: dict[str, keras.layers.Layer] = {}  # copy name -> original
         self.blocks: dict[str, dict[str, keras.layers.Layer]] = {}
@@ -542,11 +556,15 @@ class GraphRewriter:
         if name not in self.blocks:
             indices = list(correction.indices)
             fused = self.fused and not callable(correction.unit)
+            seed = None if self.seed is None else derived_seed(self.seed, f"{name}_unit")
             if callable(correction.unit):
-                unit = correction.unit(len(indices), correction.kernel_size, f"{name}_unit")
+                seeded = seed is not None and _accepts(correction.unit, "seed")
+                unit = correction.unit(len(indices), correction.kernel_size, f"{name}_unit",
+                                       **({"seed": seed} if seeded else {}))
             else:
                 options = {} if correction.bn_momentum is None else {
                     "bn_momentum": correction.bn_momentum}
+                options["seed"] = seed
                 unit = CorrectionUnit(
                     len(indices),
                     preset=correction.unit,
@@ -625,10 +643,11 @@ def wrap(
     first: int | None = None,
     kernel_size: int | Mapping[str, int] = 3,
     train_head: int = 0,
-    train_batch_norm: bool = False,
+    train_batch_norm: bool | str = False,
     site: str = "auto",
     fused: bool = True,
     unit_bn_momentum: float | None = None,
+    seed: int = 0,
 ) -> keras.Model:
     """Adds DeepCorrect correction units to a pretrained model.
 
@@ -666,14 +685,17 @@ def wrap(
         kernel_size: inner kernel size of the units, or a per-layer dict.
             Defaults to 3 (the paper uses 5 for AlexNet's conv1).
         train_head: also train the last `train_head` conv/dense layers of the
-            pretrained model, and the batch norms directly after them, as
-            `finetune` does (Deepcorr-kc). Defaults to 0.
+            pretrained model, and the batch norms directly after them unless
+            they are folded (`deepcorrect.folded_batch_norms`), as `finetune`
+            does by default (Deepcorr-kc). Defaults to 0.
         train_batch_norm: also train the `BatchNormalization` layer directly
             after each corrected conv, as the original CIFAR code did. A
             trainable batch norm normalises with the statistics of each batch
             during training, so it absorbs shifts in scale that a unit causes
             instead of amplifying them (a frozen one divides by its moving
-            standard deviation). Defaults to False: only the units train.
+            standard deviation). True: train them (a warning names folded
+            ones, which training mode would wreck); `"auto"`: train those that
+            are not folded; False (the default): only the units train.
         site: where each unit reads and writes. `"auto"` (the default): after
             the batch norm directly following the conv where the conv has one,
             on the conv's output otherwise. `"batch_norm"`: the output of the
@@ -695,6 +717,12 @@ def wrap(
             Keras's 0.99, whose moving statistics need a few hundred steps to
             forget their start (mean 0, variance 1); short runs want less
             (the ImageNet example uses 0.9). The `"no_bn"` preset has none.
+        seed: seed of the units' initial weights, an integer in
+            `[0, 2**31 - 1]`. The unit of layer `name` draws from
+            `distort.training_checks.derived_seed(seed, name + "_unit")`, kept
+            in its saved config, so the same seed gives the same weights in
+            any process. A unit factory that takes a `seed` keyword gets that
+            seed too. Defaults to 0.
 
     Returns:
         A new functional model with the same inputs and outputs.
@@ -721,6 +749,8 @@ def wrap(
     check_model(pretrained, "pretrained")
     if site not in UNIT_SITES:
         raise ValueError(f"site must be one of {UNIT_SITES}. Received: site={site!r}")
+    seed = check_seed(seed)
+    check_train_batch_norm(train_batch_norm)
     plan = plan_corrections(
         pretrained,
         ranks,
@@ -741,14 +771,16 @@ def wrap(
                 "norm where there is one, on the conv output otherwise) or site='conv'."
             )
     trained = set(head_layer_names(pretrained, train_head))
-    trained.update(bn for name in list(trained) for bn in after.get(name, ()))  # as Finetune-k
-    if train_batch_norm:
-        trained.update(bn for c in plan for bn in after.get(c.layer_name, ()))
+    head_norms = [bn for name in trained for bn in after.get(name, ())]
+    trained.update(trained_batch_norms(pretrained, head_norms, "auto"))  # as Finetune-k
+    unit_norms = [bn for c in plan for bn in after.get(c.layer_name, ())]
+    trained.update(trained_batch_norms(pretrained, unit_norms, train_batch_norm))
     # A unit is spliced in after the layer it is keyed by: the conv, or its batch norm.
     rewriter = GraphRewriter(
         {(after.get(c.layer_name, [c.layer_name])[0] if site != "conv" else c.layer_name): c
          for c in plan},
         fused=fused,
+        seed=seed,
     )
     model = rewriter.rebuild(pretrained)
     for layer in model.layers:

@@ -40,7 +40,10 @@ import tensorflow as tf
 
 from deepcorrect import checks
 from distort import pipeline, training_state
+from distort._checks import check_level
 from distort.io import atomic_path
+from distort.seeds import check_seed
+from distort.training_checks import DivergenceGuard, check_count, check_rate, reseed_generators
 
 # Section 5 of the paper and the authors' code (see NOTES-original-code.md):
 # learning rate for correction units / for fine-tuning, step decay x0.1.
@@ -155,7 +158,7 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
           preprocess: Callable | None = None, checkpoint_dir: str | os.PathLike | None = None,
           callbacks: Sequence[keras.callbacks.Callback] = (),
           strategy: tf.distribute.Strategy | None = None, seed: int = 0, steps_per_epoch=None,
-          verbose: int | str = "auto") -> keras.callbacks.History:
+          verbose: int | str = "auto", fraction: float | None = None) -> keras.callbacks.History:
     """Trains the trainable weights of `model` on half-distorted batches.
 
     Args:
@@ -166,10 +169,12 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
         distortion: A distortion name or a dict name -> levels.
         levels: The levels drawn per image (with a name).
         preset: A `TRAINING_PRESETS` name giving the defaults below.
-        epochs: Epochs (default from the preset).
-        batch_size: Batch size (default from the preset).
-        learning_rate: Initial learning rate; default is the preset's unit
-            rate, or its fine-tuning rate when the model has no correction unit.
+        epochs: Epochs, an integer >= 1; None (the default) takes the preset's.
+        batch_size: Batch size, an integer >= 1; None (the default) takes the
+            preset's.
+        learning_rate: Initial learning rate, a finite number > 0; None (the
+            default) takes the preset's unit rate, or its fine-tuning rate when
+            the model has no correction unit.
         validation_data: Optional `(images, labels)` (or `(images, clean)` in
             label-free mode), distorted the same way with a fixed seed.
         teacher: A frozen model for label-free distillation.
@@ -181,13 +186,24 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
             wanted) resumes after the last finished epoch.
         callbacks: Further Keras callbacks (TensorBoard, early stopping, ...).
         strategy: A `tf.distribute` strategy; build the model under its scope.
-        seed: Seed of shuffling, distortion draws and noise: epoch `e`'s
-            batches are a function of `(seed, e)`.
-        steps_per_epoch: Optional cap on steps per epoch.
+        seed: Seed of shuffling, distortion draws, noise and dropout, an
+            integer in `[0, 2**31 - 1]`: epoch `e`'s batches are a function of
+            `(seed, e)`, and every random seed generator of the model (its
+            `Dropout` layers) starts from a state derived from `seed`, so the
+            same call gives the same weights in any process.
+        steps_per_epoch: Optional cap on steps per epoch, an integer >= 1.
         verbose: Keras verbosity.
+        fraction: Fraction of every batch that is distorted, in [0, 1]; None
+            (the default) takes the preset's (0.5).
 
     Returns:
         The Keras `History` (of the epochs run in this call).
+
+    A loss (or validation loss, or weight) that becomes NaN or infinite stops
+    the run with `distort.training_checks.TrainingDiverged` (a ValueError)
+    naming the epoch, the step and the learning rate; the model gets back the
+    weights it had at the start of that epoch, and no checkpoint of that epoch
+    is written.
 
     Raises:
         TypeError: If `model` (or `teacher`) is not a Functional or
@@ -211,10 +227,14 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
     if labels is None and teacher is None:
         raise ValueError("labels must be given unless a teacher is given (label-free mode)")
     cfg = dict(TRAINING_PRESETS[preset])
-    epochs = int(epochs or cfg["epochs"])
-    batch_size = int(batch_size or cfg["batch_size"])
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1. Received: epochs={epochs}")
+    preset_value = f"the value of preset {preset!r}"
+    epochs = check_count("epochs", epochs, none_ok=preset_value) or cfg["epochs"]
+    batch_size = check_count("batch_size", batch_size, none_ok=preset_value) or cfg["batch_size"]
+    steps_per_epoch = check_count("steps_per_epoch", steps_per_epoch, none_ok="no cap")
+    learning_rate = check_rate("learning_rate", learning_rate, none_ok=preset_value)
+    if fraction is not None:
+        cfg["fraction"] = check_level("fraction", fraction, 0.0, 1.0)
+    seed = check_seed(seed)
     has_units = any(type(l).__name__ == "CorrectionUnit" for l in _all_layers(model))
     lr = learning_rate or (cfg["learning_rate"] if has_units else cfg["finetune_learning_rate"])
     if not model.trainable_weights:
@@ -236,7 +256,10 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
             fit_model = model
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=_outputs_logits(model))
             model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-    cbs = [keras.callbacks.LearningRateScheduler(step_schedule(lr, cfg["decay"], cfg["decay_every"]))]
+    # The guard first: an epoch that diverges never reaches the checkpoint callback.
+    cbs = [DivergenceGuard(lr),
+           keras.callbacks.LearningRateScheduler(step_schedule(lr, cfg["decay"], cfg["decay_every"]))]
+    reseed_generators(fit_model, seed)  # dropout masks from `seed`; a resumed state overrides it
     initial_epoch = 0
     if checkpoint_dir is not None:
         run = {"seed": int(seed), "batch_size": batch_size, "images": len(images),

@@ -39,14 +39,21 @@ import numpy as np
 from distort.seeds import SEED_MAX, check_seed
 
 
-def check_count(name: str, value: Any, low: int = 1, none_ok: bool = False) -> int | None:
+def _or_none(none_ok: bool | str) -> str:
+    if isinstance(none_ok, str):
+        return f" or None ({none_ok})"
+    return " or None" if none_ok else ""
+
+
+def check_count(name: str, value: Any, low: int = 1, none_ok: bool | str = False) -> int | None:
     """Checks that `value` is an integer >= `low` (a count of epochs, images, steps).
 
     Args:
         name: The argument's name, used in the message.
         value: The value to check. Booleans and floats (even `2.0`) are refused.
         low: The smallest allowed value. Defaults to 1.
-        none_ok: Whether None is allowed (it then means "the default"). Defaults to False.
+        none_ok: Whether None is allowed; a string says what None means, for the message
+            (`"the preset's value"`). Defaults to False.
 
     Returns:
         The value as a Python int, or None.
@@ -60,7 +67,7 @@ def check_count(name: str, value: Any, low: int = 1, none_ok: bool = False) -> i
     >>> check_count("batch_size", np.int64(32))
     32
     """
-    allowed = f"an integer >= {low}" + (" or None (the default)" if none_ok else "")
+    allowed = f"an integer >= {low}" + _or_none(none_ok)
     if value is None and none_ok:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
@@ -70,13 +77,14 @@ def check_count(name: str, value: Any, low: int = 1, none_ok: bool = False) -> i
     return int(value)
 
 
-def check_rate(name: str, value: Any, none_ok: bool = False) -> float | None:
+def check_rate(name: str, value: Any, none_ok: bool | str = False) -> float | None:
     """Checks that `value` is a finite real number > 0 (a learning rate).
 
     Args:
         name: The argument's name, used in the message.
         value: The value to check. Booleans, NaN and infinities are refused.
-        none_ok: Whether None is allowed (it then means "the default"). Defaults to False.
+        none_ok: Whether None is allowed; a string says what None means, for the message.
+            Defaults to False.
 
     Returns:
         The value as a Python float, or None.
@@ -90,7 +98,7 @@ def check_rate(name: str, value: Any, none_ok: bool = False) -> float | None:
     >>> check_rate("learning_rate", np.float32(0.5))
     0.5
     """
-    allowed = "a finite number > 0" + (" or None (the default)" if none_ok else "")
+    allowed = "a finite number > 0" + _or_none(none_ok)
     if value is None and none_ok:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):

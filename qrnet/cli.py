@@ -149,7 +149,8 @@ def run_train(args) -> None:
         if value is not None
     }
     keras.utils.set_random_seed(args.seed)
-    restorer = qrnet.qrnet_from_preset(args.preset, input_shape=(None, None, images.shape[-1]), **overrides)
+    restorer = qrnet.qrnet_from_preset(args.preset, input_shape=(None, None, images.shape[-1]),
+                                       seed=args.seed, **overrides)
     classifiers = [
         qrnet.ClassifierSpec(model, preprocessing=prep, name=name)
         for name, model, prep in _load_classifiers(args)

@@ -28,6 +28,8 @@ import numpy as np
 from keras import layers, ops
 
 from distort.preprocessing import MODES, ImagePreprocessing
+from distort.seeds import check_seed
+from distort.training_checks import derived_seed
 
 __all__ = [
     "PREPROCESSING_MODES",
@@ -157,24 +159,43 @@ class CropToReference(layers.Layer):
 PREPROCESSING_MODES = tuple(MODES)
 
 
-def _conv_relu(x, filters: int, name: str):
+def he_normal(seed: int | None, name: str) -> keras.initializers.Initializer:
+    """He-normal initializer of the layer `name`: seeded from `(seed, name)`, or fresh.
+
+    Example:
+
+    >>> he_normal(0, "enc1_conv1").get_config()["seed"] == derived_seed(0, "enc1_conv1")
+    True
+    >>> he_normal(None, "enc1_conv1").get_config()["seed"] is None
+    True
+    """
+    return keras.initializers.HeNormal(None if seed is None else derived_seed(seed, name))
+
+
+def _dropout(x, rate: float, name: str, seed: int | None):
+    layer_seed = None if seed is None else derived_seed(seed, name)
+    return layers.Dropout(rate, seed=layer_seed, name=name)(x)
+
+
+def _conv_relu(x, filters: int, name: str, seed: int | None = None):
     return layers.Conv2D(
         filters,
         3,
         padding="same",
         activation="relu",
-        kernel_initializer="he_normal",
+        kernel_initializer=he_normal(seed, name),
         name=name,
     )(x)
 
 
-def _conv_stack(x, filters: int, convs: int, name: str):
+def _conv_stack(x, filters: int, convs: int, name: str, seed: int | None = None):
     for index in range(1, convs + 1):
-        x = _conv_relu(x, filters, f"{name}_conv{index}")
+        x = _conv_relu(x, filters, f"{name}_conv{index}", seed)
     return x
 
 
-def encoder_stage(x, filters: int, convs: int, dropout: float, name: str):
+def encoder_stage(x, filters: int, convs: int, dropout: float, name: str,
+                  seed: int | None = None):
     """One encoder stage: `convs` 3x3 convs with ReLU, optional dropout, 2x2 max pooling.
 
     Args:
@@ -183,18 +204,20 @@ def encoder_stage(x, filters: int, convs: int, dropout: float, name: str):
         convs: number of 3x3 convolutions (2 for QRNet, 1 for small QRNet).
         dropout: dropout rate after the convolutions; 0 adds no dropout layer.
         name: prefix for the layer names.
+        seed: seed of the initial weights and the dropout (each layer's own, derived from
+            it and the layer's name); None draws fresh ones. Defaults to None.
 
     Returns:
         `(skip, pooled)`: the stage's output before pooling (for the skip connection) and the
         pooled tensor for the next stage.
     """
-    x = _conv_stack(x, filters, convs, name)
+    x = _conv_stack(x, filters, convs, name, seed)
     if dropout > 0:
-        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+        x = _dropout(x, dropout, f"{name}_dropout", seed)
     return x, layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 
-def decoder_stage(x, skip, filters: int, convs: int, name: str):
+def decoder_stage(x, skip, filters: int, convs: int, name: str, seed: int | None = None):
     """One decoder stage: stride-2 transposed conv, concatenation with `skip`, 3x3 convs.
 
     Args:
@@ -203,6 +226,7 @@ def decoder_stage(x, skip, filters: int, convs: int, name: str):
         filters: number of filters of each convolution.
         convs: number of 3x3 convolutions after the concatenation.
         name: prefix for the layer names.
+        seed: seed of the initial weights, as for `encoder_stage`. Defaults to None.
 
     Returns:
         The stage's output tensor, the size of `skip`.
@@ -213,14 +237,15 @@ def decoder_stage(x, skip, filters: int, convs: int, name: str):
         strides=2,
         padding="same",
         activation="relu",
-        kernel_initializer="he_normal",
+        kernel_initializer=he_normal(seed, f"{name}_upconv"),
         name=f"{name}_upconv",
     )(x)
     x = layers.Concatenate(axis=-1, name=f"{name}_concat")([x, skip])
-    return _conv_stack(x, filters, convs, name)
+    return _conv_stack(x, filters, convs, name, seed)
 
 
-def qrnet_graph(images, base_width: int, depth: int, small: bool, dropout: float):
+def qrnet_graph(images, base_width: int, depth: int, small: bool, dropout: float,
+                seed: int | None = None):
     """Builds the QRNet graph on a symbolic 0..255 image tensor.
 
     Args:
@@ -229,6 +254,8 @@ def qrnet_graph(images, base_width: int, depth: int, small: bool, dropout: float
         depth: number of encoder (and decoder) stages; the bottleneck is below them.
         small: one 3x3 convolution per stage instead of two.
         dropout: dropout rate after the deepest encoder stage and the bottleneck.
+        seed: seed of the initial weights and of the dropout layers (each layer's own,
+            derived from it and the layer's name); None draws fresh ones. Defaults to None.
 
     Returns:
         Symbolic tensor of restored images on 0..255, the shape of `images`.
@@ -241,16 +268,18 @@ def qrnet_graph(images, base_width: int, depth: int, small: bool, dropout: float
     for stage in range(depth):
         stage_dropout = dropout if stage == depth - 1 else 0.0
         skip, x = encoder_stage(
-            x, base_width * 2**stage, convs, stage_dropout, name=f"enc{stage + 1}"
+            x, base_width * 2**stage, convs, stage_dropout, name=f"enc{stage + 1}", seed=seed
         )
         skips.append(skip)
-    x = _conv_stack(x, base_width * 2**depth, convs, "bottleneck")
+    x = _conv_stack(x, base_width * 2**depth, convs, "bottleneck", seed)
     if dropout > 0:
-        x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
+        x = _dropout(x, dropout, "bottleneck_dropout", seed)
     for stage in reversed(range(depth)):
-        x = decoder_stage(x, skips[stage], base_width * 2**stage, convs, name=f"dec{stage + 1}")
+        x = decoder_stage(x, skips[stage], base_width * 2**stage, convs, name=f"dec{stage + 1}",
+                          seed=seed)
     x = layers.Conv2D(
-        channels, 1, activation="sigmoid", kernel_initializer="he_normal", name="output_conv"
+        channels, 1, activation="sigmoid", kernel_initializer=he_normal(seed, "output_conv"),
+        name="output_conv",
     )(x)
     x = CropToReference(name="crop")([x, images])
     return layers.Rescaling(255.0, name="scale_out")(x)
@@ -295,6 +324,10 @@ class QRNet(keras.Model):
             are not multiples of `2**depth` are reflect-padded and cropped back.
             Defaults to `(None, None, 3)`.
         name: model name. Defaults to `"qrnet"`.
+        seed: seed of the initial weights and of the dropout layers, an integer in
+            `[0, 2**31 - 1]` (each layer draws from its own seed, derived from it and the
+            layer's name, kept in the saved config), so the same seed gives the same
+            restorer in any process; None draws fresh weights. Defaults to 0.
         **kwargs: other `keras.Model` arguments (`dtype`, `trainable`).
 
     Example:
@@ -313,14 +346,19 @@ class QRNet(keras.Model):
         dropout: float = 0.2,
         input_shape: tuple[int | None, int | None, int] = (None, None, 3),
         name: str = "qrnet",
+        seed: int | None = 0,
         **kwargs,
     ):
         input_shape = tuple(input_shape)
         _validate(base_width, depth, dropout, input_shape)
+        seed = check_seed(seed, optional=True)
         # === Functional Model ===
         images = keras.Input(shape=input_shape, name="images")
-        restored = qrnet_graph(images, int(base_width), int(depth), bool(small), float(dropout))
+        restored = qrnet_graph(
+            images, int(base_width), int(depth), bool(small), float(dropout), seed
+        )
         super().__init__(inputs=images, outputs=restored, name=name, **kwargs)
+        self.seed = seed
 
         # === Config ===
         self.base_width = int(base_width)
@@ -338,6 +376,7 @@ class QRNet(keras.Model):
             "small": self.small,
             "dropout": self.dropout,
             "input_shape": list(self.image_shape),
+            "seed": self.seed,
         }
 
     @classmethod
@@ -354,6 +393,7 @@ def build_qrnet(
     small: bool = False,
     dropout: float = 0.2,
     name: str = "qrnet",
+    seed: int | None = 0,
 ) -> QRNet:
     """Builds a QRNet restorer (see `QRNet` for the arguments).
 
@@ -373,6 +413,7 @@ def build_qrnet(
         dropout=dropout,
         input_shape=input_shape,
         name=name,
+        seed=seed,
     )
 
 

@@ -39,6 +39,8 @@ from keras import ops
 from distort import training_state
 from distort.io import atomic_path
 from distort.pipeline import epoch_steps
+from distort.seeds import check_seed
+from distort.training_checks import DivergenceGuard, check_count, check_rate, reseed_generators
 from qrnet.model import ImagePreprocessing
 
 __all__ = [
@@ -230,8 +232,8 @@ class QualityRecoveryTrainer(keras.Model):
         weights = [float(l if s.weight is None else s.weight) for s, l in zip(specs, lambdas)]
         if any(not np.isfinite(w) or w < 0 for w in weights):
             raise ValueError(f"lambdas must be finite numbers >= 0. Received: lambdas={weights}")
-        if pixel_scale <= 0:
-            raise ValueError(f"pixel_scale must be > 0. Received: pixel_scale={pixel_scale}")
+        check_rate("pixel_scale", pixel_scale)
+        check_count("head_layers", head_layers)
 
         self.restorer = restorer
         self.classifiers = [spec.model for spec in specs]
@@ -470,9 +472,9 @@ def _check_images(images, restorer: keras.Model | None = None, labels=None,
 
 
 def _check_batch_size(batch_size: int, even: bool) -> None:
-    if int(batch_size) != batch_size or batch_size < (2 if even else 1) or (even and batch_size % 2):
-        kind = "an even integer >= 2" if even else "an integer >= 1"
-        raise ValueError(f"batch_size must be {kind}. Received: batch_size={batch_size}")
+    check_count("batch_size", batch_size, low=2 if even else 1)
+    if even and batch_size % 2:
+        raise ValueError(f"batch_size must be an even integer >= 2. Received: batch_size={batch_size}")
 
 
 def _seeded_batches(images, labels, batch_size: int, seed: int, shuffle: bool,
@@ -634,8 +636,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self.monitor = monitor
         self.early_stopping = early_stopping
         self.best = np.inf
-        self.history: list[dict] = []
-        os.makedirs(self.directory, exist_ok=True)
+        self.history: list[dict] = []  # The folder is made when the first epoch is saved.
 
     def read_state(self) -> dict | None:
         """Returns the saved state dict, or None when nothing was saved."""
@@ -744,13 +745,17 @@ def train(
         distortions: see `resolve_distortions`.
         validation: `(images, labels)` for the validation loss; distorted the same way with
             a fixed seed. Defaults to None (early stopping then watches the training loss).
-        epochs: maximum epochs of the main phase. Defaults to 200.
-        pretrain_epochs: epochs of pre-training on clean images. Defaults to 0.
-        batch_size: even batch size (half clean, half distorted). Defaults to 32.
-        learning_rate: Adam learning rate. Defaults to 1e-3.
-        patience: early-stopping patience in epochs; None disables it. Defaults to 5.
+        epochs: maximum epochs of the main phase, an integer >= 1. Defaults to 200.
+        pretrain_epochs: epochs of pre-training on clean images, an integer >= 0.
+            Defaults to 0.
+        batch_size: even batch size >= 2 (half clean, half distorted). Defaults to 32.
+        learning_rate: Adam learning rate, a finite number > 0. Defaults to 1e-3.
+        patience: early-stopping patience in epochs, an integer >= 0; None disables it.
+            Defaults to 5.
         checkpoint_dir: folder for `TrainingCheckpoint`. Defaults to None (no checkpoints).
-        seed: seed of every random choice (order, distortion type, level, noise).
+        seed: seed of every random choice (order, distortion type, level, noise, and the
+            dropout of the restorer: every seed generator of the trainer starts from a
+            state derived from it), an integer in `[0, 2**31 - 1]`.
         callbacks: extra Keras callbacks for both phases.
         verbose: Keras `fit` verbosity (progress bars). Defaults to `"auto"`.
         apply_fn: see `resolve_distortions`.
@@ -759,6 +764,12 @@ def train(
     Returns:
         The history of the main phase, `{metric: [value per epoch]}`, including the epochs
         of an earlier, interrupted run when resuming.
+
+    Raises:
+        TypeError, ValueError: for arguments of the wrong type or outside their range.
+        distort.training_checks.TrainingDiverged: (a ValueError) when a loss or weight
+            becomes NaN or infinite. The trainer gets back the weights it had at the start
+            of that epoch, and no checkpoint or restorer of that epoch is written.
 
     Example:
 
@@ -771,18 +782,21 @@ def train(
     >>> sorted(history)
     ['l1', 'loss']
     """
-    for argument, value, low in (("epochs", epochs, 1), ("pretrain_epochs", pretrain_epochs, 0)):
-        if int(value) != value or value < low:
-            raise ValueError(f"{argument} must be an integer >= {low}. Received: {argument}={value}")
+    epochs = check_count("epochs", epochs)
+    pretrain_epochs = check_count("pretrain_epochs", pretrain_epochs, low=0)
     _check_batch_size(batch_size, even=True)
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0. Received: learning_rate={learning_rate}")
-    if patience is not None and (int(patience) != patience or patience < 0):
-        raise ValueError(f"patience must be an integer >= 0 or None. Received: patience={patience}")
+    learning_rate = check_rate("learning_rate", learning_rate)
+    patience = check_count("patience", patience, low=0, none_ok=True)
+    steps_per_epoch = check_count("steps_per_epoch", steps_per_epoch, none_ok="no cap")
+    seed = check_seed(seed)
     images = _check_images(images, trainer.restorer, labels, single_ok=False)
     if getattr(trainer, "optimizer", None) is None:
         trainer.compile(optimizer=keras.optimizers.Adam(learning_rate))
     keras.utils.set_random_seed(seed)
+    reseed_generators(trainer, seed)  # dropout masks from `seed`; a resumed state overrides it
+    rate = float(f"{keras.ops.convert_to_numpy(trainer.optimizer.learning_rate):.7g}")  # float32
+    # First in both phases: an epoch that diverges never reaches the checkpoint callback.
+    callbacks = [DivergenceGuard(rate), *callbacks]
 
     validation_data = None
     if validation is not None:

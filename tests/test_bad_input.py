@@ -383,7 +383,7 @@ API_CASES = [
     Case("QRNet training for 0 epochs", lambda e: _train_restorer(e, epochs=0),
          ValueError, "epochs must be an integer >= 1. Received: epochs=0"),
     Case("QRNet learning rate 0", lambda e: _train_restorer(e, learning_rate=0.0),
-         ValueError, "learning_rate must be > 0. Received: learning_rate=0.0"),
+         ValueError, "learning_rate must be a finite number > 0. Received: learning_rate=0.0"),
     Case("QRNet patience -1", lambda e: _train_restorer(e, patience=-1),
          ValueError, "patience must be an integer >= 0 or None. Received: patience=-1"),
     Case("QRNet labels of another length", lambda e: _train_restorer(e, labels=e.labels[:3]),

@@ -137,3 +137,35 @@ def test_mirrored_strategy_on_two_logical_cpus():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "replicas 2" in proc.stdout
+
+
+def dropout_cnn() -> keras.Model:
+    """small_cnn with dropout before the head, its weights from NumPy (no Keras seeding)."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv1")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.5, name="drop")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="head")(x))
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.3, w.shape) for w in model.weights])
+    return model
+
+
+def test_same_seed_gives_the_same_weights_though_dropout_was_seeded_elsewhere():
+    # The dropout layer's seed generator of each copy starts wherever the process's random
+    # state was; train(seed=...) must make the masks, and so the weights, a function of seed.
+    x = np.random.default_rng(2).integers(0, 256, [32, 32, 32, 3]).astype("uint8")
+    y = np.random.default_rng(3).integers(0, 10, 32)
+
+    def run(seed):
+        model = deepcorrect.finetune(dropout_cnn(), 1)
+        train(model, x, y, "awgn", [20.0], preset="cpu_quick", epochs=1, batch_size=16,
+              seed=seed, verbose=0)
+        return model.get_weights()
+
+    first, second, other = run(3), run(3), run(4)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], other[0])
