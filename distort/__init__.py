@@ -44,6 +44,7 @@ _EXPORTS = {
     "is_random": "distort.registry",
     "names": "distort.registry",
     "check_seed": "distort.seeds",
+    "benchmark": "distort.corruption_benchmark",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""`distort` command line: `sweep`, `apply` and `show`.
+"""`distort` command line: `sweep`, `apply`, `show` and `benchmark` (ImageNet-C, mCE).
 
 Examples:
 
@@ -8,6 +8,8 @@ Examples:
     distort sweep --model MobileNetV2 --weights ../shared/models/mobilenet_v2_1.0_224.weights.h5 \\
         --data ../shared/data/imagenet-samples --preset dodge_karam --out out/sweep
     distort sweep --model clf.keras --data photos/ --levels jpeg=30,10,5 --resize squash --out out/q
+    distort benchmark --model MobileNetV2 --weights ../shared/models/mobilenet_v2_1.0_224.weights.h5 \\
+        --data ../shared/data/imagenet-samples --out out/benchmark
 
 Errors print one line on stderr and exit with status 2. TensorFlow's start-up
 log lines are hidden unless `--verbose` is given (or TF_CPP_MIN_LOG_LEVEL is set).
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distort import benchmark_cli
 from distort.cli_common import (CLIError, fail_cleanly, load_model_spec, quiet_tensorflow,
                                 refuse_existing)
 from distort.seeds import seed_argument
@@ -336,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_apply(sub)
     _add_show(sub)
     _add_sweep(sub)
+    benchmark_cli.add_parser(sub)
     return parser
 
 
