@@ -179,7 +179,7 @@ def finetune(
     return model
 
 
-def reinitialized(pretrained: keras.Model, seed: int = 0) -> keras.Model:
+def reinitialized(pretrained: keras.Model, seed: int | None = 0) -> keras.Model:
     """Plain re-training: the same architecture with fresh, trainable weights.
 
     Weights are drawn from each layer's initializers, every random initializer
@@ -189,7 +189,8 @@ def reinitialized(pretrained: keras.Model, seed: int = 0) -> keras.Model:
 
     Args:
         pretrained: a Functional or Sequential model; not modified.
-        seed: an integer in `[0, 2**31 - 1]`. Defaults to 0.
+        seed: an integer in `[0, 2**31 - 1]`, or None for fresh weights.
+            Defaults to 0.
 
     Returns:
         A new, untrained model of the same architecture.
@@ -201,10 +202,13 @@ def reinitialized(pretrained: keras.Model, seed: int = 0) -> keras.Model:
     True
     """
     check_model(pretrained, "pretrained")
-    seed = check_seed(seed)
-    model = keras.models.clone_model(
-        pretrained, clone_function=lambda layer: _seeded_copy(layer, seed), recursive=True
-    )
+    seed = check_seed(seed, optional=True)
+    if seed is None:
+        model = keras.models.clone_model(pretrained)
+    else:
+        model = keras.models.clone_model(
+            pretrained, clone_function=lambda layer: _seeded_copy(layer, seed), recursive=True
+        )
     model.trainable = True
     return model
 

@@ -647,7 +647,7 @@ def wrap(
     site: str = "auto",
     fused: bool = True,
     unit_bn_momentum: float | None = None,
-    seed: int = 0,
+    seed: int | None = 0,
 ) -> keras.Model:
     """Adds DeepCorrect correction units to a pretrained model.
 
@@ -722,7 +722,7 @@ def wrap(
             `distort.training_checks.derived_seed(seed, name + "_unit")`, kept
             in its saved config, so the same seed gives the same weights in
             any process. A unit factory that takes a `seed` keyword gets that
-            seed too. Defaults to 0.
+            seed too. None draws fresh weights. Defaults to 0.
 
     Returns:
         A new functional model with the same inputs and outputs.
@@ -749,7 +749,7 @@ def wrap(
     check_model(pretrained, "pretrained")
     if site not in UNIT_SITES:
         raise ValueError(f"site must be one of {UNIT_SITES}. Received: site={site!r}")
-    seed = check_seed(seed)
+    seed = check_seed(seed, optional=True)
     check_train_batch_norm(train_batch_norm)
     plan = plan_corrections(
         pretrained,

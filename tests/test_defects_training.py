@@ -338,6 +338,8 @@ def test_wrap_is_a_function_of_its_seed():
     stack = a.get_layer("conv2_unit").stack
     inner = [layer.kernel.numpy() for layer in stack if layer.name in ("conv_1", "conv_2")]
     assert inner[0].shape == inner[1].shape and not np.array_equal(*inner)
+    fresh = deepcorrect.wrap(tiny_cnn(), ranks, beta=1.0, seed=None)  # unseeded: fresh draws
+    assert fresh.get_layer("conv1_unit").get_config()["kernel_initializer"]["config"]["seed"] is None
 
 
 def test_wrap_passes_its_seed_to_a_unit_factory_that_takes_one():
@@ -351,7 +353,7 @@ def test_wrap_passes_its_seed_to_a_unit_factory_that_takes_one():
     assert seen == [derived_seed(9, "conv1_unit")]
 
 
-@pytest.mark.parametrize("seed", [-1, 2**31, 1.5, True, None])
+@pytest.mark.parametrize("seed", [-1, 2**31, 1.5, True, "0"])
 def test_wrap_refuses_bad_seed(seed):
     with pytest.raises((TypeError, ValueError), match=r"seed must be an integer in \[0, 2147483647\]"):
         deepcorrect.wrap(tiny_cnn(), {"conv1": [0, 1, 2, 3]}, seed=seed)
