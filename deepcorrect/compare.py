@@ -46,7 +46,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from deepcorrect import ladder
-from deepcorrect.comparison import ComparisonTable, Recommendation, check_limit, recommend
+from deepcorrect.comparison import (ComparisonTable, Recommendation, check_limit, recommend,
+                                    table_row)
 from distort.io import atomic_write_text
 
 __all__ = ["ComparisonTable", "Recommendation", "compare", "prepare_folder", "recommend",
@@ -316,16 +317,12 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
             group = "" if not m["steps"] else (MIXTURE if MIXTURE in groups else d)
             record, accuracy, cost = results[(m["name"], group)]
             base_clean = results[(base_name, "")][1][d][0]
-            acc = accuracy[d]
-            rows.append({"method": m["name"], "repair": group or None, "distortion": d,
-                         "model": record["path"],
-                         "levels": table[d], "accuracy": acc, "mean": float(np.mean(acc)),
-                         "clean": acc[0], "clean_change": acc[0] - base_clean,
-                         "parameters": int(record["parameters"]), "labels": record["labels"],
-                         "seconds": float(record["seconds"]),
-                         "ms_per_image": float(cost["ms_per_image"]),
-                         "multiply_adds": int(cost["multiply_adds"]),
-                         "steps": [s["kind"] for s in m["steps"]]})
+            rows.append(table_row(
+                m["name"], d, table[d], accuracy[d], base_clean, repair=group or None,
+                parameters=record["parameters"], labels=record["labels"],
+                seconds=record["seconds"], ms_per_image=cost["ms_per_image"],
+                multiply_adds=cost["multiply_adds"], model=record["path"],
+                steps=[s["kind"] for s in m["steps"]]))
     meta = {"distortions": list(table), "levels": table, "budget": budget, "seed": seed,
             "mixture": MIXTURE in groups, "labelled": y_rep is not None,
             "repair_images": int(len(x_rep)), "test_images": int(len(test[0])),

@@ -36,6 +36,16 @@ from distort.io import atomic_path, atomic_write_text
 # --- The table -----------------------------------------------------------------------------
 
 
+def _largest(values):
+    """The largest value, None when any is unknown (None)."""
+    values = list(values)
+    return None if any(v is None for v in values) else max(values)
+
+
+def _cell(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 @dataclasses.dataclass
 class ComparisonTable:
     """One row per method and test distortion; `meta` holds the settings of the run.
@@ -68,7 +78,7 @@ class ComparisonTable:
         out = {}
         for m in self.methods():
             rows = [r for r in self.rows if r["method"] == m]
-            repairs = {r["repair"]: r["seconds"] for r in rows}
+            repairs = {r["repair"]: r["seconds"] or 0.0 for r in rows}
             labels = "no"
             for r in rows:
                 labels = merge_labels(labels, r["labels"])
@@ -76,8 +86,8 @@ class ComparisonTable:
                       "clean": float(np.mean([r["clean"] for r in rows])),
                       "clean_change": float(np.mean([r["clean_change"] for r in rows])),
                       "parameters": max(r["parameters"] for r in rows),
-                      "ms_per_image": max(r["ms_per_image"] for r in rows),
-                      "multiply_adds": max(r["multiply_adds"] for r in rows),
+                      "ms_per_image": _largest(r["ms_per_image"] for r in rows),
+                      "multiply_adds": _largest(r["multiply_adds"] for r in rows),
                       "seconds": float(sum(repairs.values())), "labels": labels}
         return out
 
@@ -101,8 +111,8 @@ class ComparisonTable:
                     lines.append("| " + " | ".join(
                         [r["method"]] + [f"{v:.3f}" for v in r["accuracy"]]
                         + [f"{r['mean']:.3f}", f"{r['clean_change']:+.3f}", f"{r['parameters']:,}",
-                           r["labels"], f"{r['seconds']:.0f}", f"{r['ms_per_image']:.3f}",
-                           f"{r['multiply_adds']:,}"]) + " |")
+                           r["labels"], _cell(r["seconds"], ".0f"), _cell(r["ms_per_image"], ".3f"),
+                           _cell(r["multiply_adds"], ",")]) + " |")
             lines.append("")
         head = ["method", "avg over distortions", "clean", "clean change", "params", "labels",
                 "repair s", "ms/image"]
@@ -112,7 +122,7 @@ class ComparisonTable:
             lines.append("| " + " | ".join([
                 m, f"{s['mean']:.3f}", f"{s['clean']:.3f}", f"{s['clean_change']:+.3f}",
                 f"{s['parameters']:,}", s["labels"], f"{s['seconds']:.0f}",
-                f"{s['ms_per_image']:.3f}"]) + " |")
+                _cell(s["ms_per_image"], ".3f")]) + " |")
         return "\n".join(lines) + "\n"
 
     def to_csv(self, path: str | os.PathLike) -> None:
@@ -141,6 +151,30 @@ class ComparisonTable:
         accuracy = {d: {r["method"]: r["accuracy"] for r in self.rows if r["distortion"] == d}
                     for d in self.distortions()}
         plot_accuracy(self.meta["levels"], accuracy, path)
+
+
+def table_row(method: str, distortion: str, levels: Sequence[float], accuracy: Sequence[float],
+              base_clean: float, *, repair: str | None = None, parameters: int = 0,
+              labels: str = "no", seconds: float = 0.0, ms_per_image: float | None = None,
+              multiply_adds: int | None = None, model: str | None = None,
+              steps: Sequence[str] = ()) -> dict[str, Any]:
+    """One row of a `ComparisonTable` (see its row keys); `mean` and the clean change derived.
+
+    Example:
+
+    >>> row = table_row("tuned", "awgn", [10.0], [0.9, 0.7], base_clean=0.92)
+    >>> round(row["mean"], 3), round(row["clean_change"], 3)
+    (0.8, -0.02)
+    """
+    accuracy = [float(v) for v in accuracy]
+    return {"method": method, "repair": repair, "distortion": distortion, "model": model,
+            "levels": [float(v) for v in levels], "accuracy": accuracy,
+            "mean": float(np.mean(accuracy)), "clean": accuracy[0],
+            "clean_change": accuracy[0] - float(base_clean), "parameters": int(parameters),
+            "labels": labels, "seconds": None if seconds is None else float(seconds),
+            "ms_per_image": None if ms_per_image is None else float(ms_per_image),
+            "multiply_adds": None if multiply_adds is None else int(multiply_adds),
+            "steps": list(steps)}
 
 
 def plot_accuracy(levels: Mapping[str, Sequence[float]],
@@ -247,6 +281,8 @@ def recommend(table: ComparisonTable | str | os.PathLike, max_clean_drop: float 
             excluded.append(f"{name} (clean -{drop:.3f})")
         elif max_params is not None and s["parameters"] > max_params:
             excluded.append(f"{name} ({s['parameters']:,} params)")
+        elif max_latency is not None and s["ms_per_image"] is None:
+            excluded.append(f"{name} (latency not measured)")
         elif max_latency is not None and s["ms_per_image"] > max_latency:
             excluded.append(f"{name} ({s['ms_per_image']:.2f} ms)")
         else:
@@ -267,4 +303,4 @@ def recommend(table: ComparisonTable | str | os.PathLike, max_clean_drop: float 
     return Recommendation(best, (
         f"{best}: mean top-1 {s['mean']:.3f} {where}, +{s['mean'] - base['mean']:.3f} over the "
         f"baseline; clean {s['clean_change']:+.3f}, {s['parameters']:,} parameters, "
-        f"{s['ms_per_image']:.2f} ms/image, labels: {s['labels']}" + left_out))
+        f"{_cell(s['ms_per_image'], '.2f')} ms/image, labels: {s['labels']}" + left_out))

@@ -1,9 +1,11 @@
 """The whole story on one small dataset: measure, rank, repair, compare (`deepcorrect demo`).
 
 `run(config, out)` trains a baseline CNN on clean images, sweeps it over blur and noise,
-ranks its filters (Algorithm 1), wraps it with correction units and trains them, trains the
-comparison methods with the same budget (the same images, epochs and batch size), and
-writes one comparison table, a Markdown report and its figures to `out`.
+ranks its filters (Algorithm 1), wraps it with correction units and trains them, runs the
+other repairs of the ladder with the same budget (the same images, epochs and batch size:
+BN adaptation, TENT, Finetune-2, BN adaptation followed by correction units, QRNet), and
+writes one comparison table, the recommended repair (`deepcorrect.recommend`), a Markdown
+report and its figures to `out` (`deepcorrect.demo_report`).
 
 Every stage keeps its result in `out` (atomic writes): the baseline and every trained model
 as `.keras`, the rankings as JSON, the evaluations as sweep checkpoints, the timings in
@@ -35,22 +37,35 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from deepcorrect.comparison import plot_accuracy, recommend
+from deepcorrect.demo_report import (REPORT_FILE, comparison_table, format_tables,
+                                     plot_restorations, write_report)
+from deepcorrect.ladder import STAGES_FILE, Stages, load_model, save_model, slug
 from deepcorrect.surgery import trainable_parameters
 from distort import presets
-from distort.io import atomic_path, atomic_write_text
+from distort.io import atomic_write_text
 
 # The methods of the demo's table. `kind` picks how a method is made and trained:
 # "baseline" (the pretrained network), "finetune" (`deepcorrect.finetune(k)`),
 # "deepcorrect" (`deepcorrect.wrap` with a ranking), "restorer" (a QRNet-style U-Net in
-# front of the frozen baseline; `mode` "qrnet" or "recnet") and "classical" (a non-learned
-# restoration, `deepcorrect.restoration`).
+# front of the frozen baseline; `mode` "qrnet" or "recnet"), "classical" (a non-learned
+# restoration, `deepcorrect.restoration`) and "ladder" (`steps` of `deepcorrect.ladder`,
+# as `deepcorrect.compare` runs them: BN adaptation, TENT, and combinations).
 DEMO_METHODS: tuple[dict[str, Any], ...] = (
     {"name": "Baseline", "kind": "baseline"},
+    {"name": "BN-adapt", "kind": "ladder", "steps": ({"kind": "bn_adapt"},)},
+    {"name": "TENT", "kind": "ladder", "steps": ({"kind": "tent"},)},
     {"name": "Finetune-2", "kind": "finetune", "k": 2},
     {"name": "DeepCorrect", "kind": "deepcorrect", "beta": 0.5, "unit": "cw",
      "site": "batch_norm"},  # after each conv's batch norm: see docs/RESULTS.md
+    {"name": "BN-adapt+DeepCorrect", "kind": "ladder",  # units trained on the adapted network
+     "steps": ({"kind": "bn_adapt"},
+               {"kind": "deepcorrect", "beta": 0.5, "unit": "cw", "site": "batch_norm"})},
     {"name": "QRNet", "kind": "restorer", "mode": "qrnet"},
 )
+
+# What the demo's recommendation allows: at most one point of clean top-1 lost.
+RECOMMEND = {"max_clean_drop": 0.01}
 
 # Per dataset: the network, the levels (chosen so that the baseline loses most of its accuracy
 # by the last level), the data split and the training budget. `repair` is the budget of
@@ -100,12 +115,10 @@ QUICK: dict[str, Any] = {
 }
 
 DATASETS = ("fashion_mnist", "cifar10")
-STAGES_FILE = "stages.json"
 CONFIG_FILE = "config.json"
-REPORT_FILE = "report.md"
 # What the demo writes in its output folder (removed by `overwrite=True`).
-OUTPUTS = ("models", "rankings", "checkpoints", "eval", STAGES_FILE, CONFIG_FILE, REPORT_FILE,
-           "table.md", "results.json", "accuracy.png", "restored.png")
+OUTPUTS = ("models", "rankings", "checkpoints", "work", "eval", STAGES_FILE, CONFIG_FILE,
+           REPORT_FILE, "table.md", "results.json", "accuracy.png", "restored.png")
 
 
 # --- Configuration -----------------------------------------------------------------------
@@ -195,39 +208,6 @@ def load_data(config: Mapping[str, Any]):
 # --- Stage bookkeeping --------------------------------------------------------------------
 
 
-class Stages:
-    """Finished stages of a run, kept in `out/stages.json` (written atomically).
-
-    Each record holds what the report needs: seconds, trainable parameters, epochs, images.
-
-    Example:
-
-    >>> import tempfile
-    >>> stages = Stages(tempfile.mkdtemp())
-    >>> stages.done("baseline")
-    False
-    >>> stages.finish("baseline", seconds=1.5)
-    >>> Stages(stages.folder).record("baseline")["seconds"]
-    1.5
-    """
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        self.path = self.folder / STAGES_FILE
-        self.records: dict[str, dict] = (json.loads(self.path.read_text())
-                                         if self.path.is_file() else {})
-
-    def done(self, key: str) -> bool:
-        return key in self.records
-
-    def record(self, key: str) -> dict:
-        return self.records[key]
-
-    def finish(self, key: str, **record) -> None:
-        self.records[key] = record
-        atomic_write_text(self.path, json.dumps(self.records, indent=1))
-
-
 def prepare_output(out: str | os.PathLike, config: Mapping[str, Any], overwrite: bool) -> Path:
     """Creates or reuses the output folder.
 
@@ -265,22 +245,7 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _save(model, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-
-
-def _load(path: Path):
-    import keras
-
-    import qrnet  # noqa: F401  (registers the restorer's classes: a cached QRNet stage)
-
-    return keras.models.load_model(path, safe_mode=True)
-
-
-def slug(name: str) -> str:
-    """A file-name-safe version of a method name: `slug("Deepcorr-all-c") == "deepcorr-all-c"`."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name.lower())
+_save, _load = save_model, load_model  # atomic .keras writes; loads register QRNet's classes
 
 
 # --- Stages -------------------------------------------------------------------------------
@@ -403,6 +368,8 @@ def train_method(method, baseline, ranking, config, train, distortion: str, out:
 
     import deepcorrect
 
+    if method["kind"] == "ladder":
+        return repair_method(method, baseline, config, train, distortion, out, stages, verbose)
     name = slug(method["name"])
     key = f"train/{name}/{distortion}"
     path = out / "models" / f"{name}-{distortion}.keras"
@@ -436,6 +403,38 @@ def train_method(method, baseline, ranking, config, train, distortion: str, out:
     _save(model, path)
     stages.finish(key, seconds=seconds, trainable=trainable_parameters(model), epochs=cfg["epochs"],
                   images=int(len(x)), batch_size=cfg["batch_size"], resumed=resumed)
+    return model
+
+
+def repair_method(method, baseline, config, train, distortion: str, out: Path, stages: Stages,
+                  verbose=1):
+    """Stage 4/5 for a `kind="ladder"` method: its `deepcorrect.ladder` steps with the budget.
+
+    The steps run as `deepcorrect.compare` runs them (`ladder.repair`: each step's model
+    cached under `models/<distortion>/`, a rerun continues after the last finished step),
+    on the same repair images, epochs and batch size as every other method; the record
+    `train/<method>/<distortion>` holds what the table shows.
+
+    Returns:
+        The repaired model.
+    """
+    from deepcorrect import ladder
+
+    key = f"train/{slug(method['name'])}/{distortion}"
+    cfg = config["repair"]
+    budget = ladder.resolve_budget({"images": cfg["images"], "epochs": cfg["epochs"],
+                                    "batch_size": cfg["batch_size"],
+                                    "rank_images": config["rank_images"]})
+    data = ladder.RepairData(train[0], train[1], {distortion: config["levels"][distortion]},
+                             budget, config["seed"], baseline, verbose)
+    spec = {"name": method["name"], "steps": [ladder.check_step(s) for s in method["steps"]]}
+    model, record = ladder.repair(baseline, spec, data, out, stages, distortion)
+    if model is None:
+        model = _load(out / record["path"])
+    if not stages.done(key):
+        stages.finish(key, seconds=record["seconds"], trainable=record["parameters"],
+                      epochs=cfg["epochs"], images=int(len(data.images)),
+                      batch_size=cfg["batch_size"], labels=record["labels"], path=record["path"])
     return model
 
 
@@ -568,197 +567,25 @@ def run(config: Mapping[str, Any], out: str | os.PathLike, overwrite: bool = Fal
     table = format_tables(config, accuracy, stages, baseline)
     atomic_write_text(out / "table.md", table)
     _say("\n" + table)
-    plot_accuracy(config, accuracy, out / "accuracy.png")
+    choice = recommend(comparison_table(config, accuracy, stages, trained, baseline, test),
+                       **RECOMMEND)
+    _say(f"recommended: {choice.method or 'none'} ({choice.reason})")
+    plot_accuracy(config["levels"], accuracy, out / "accuracy.png")
     plot_restorations(config, test, baseline, trained, out / "restored.png")
     stages_view = stages.records
     results = {"config": config, "accuracy": accuracy, "stages": stages_view,
                "seconds": time.time() - total}
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
-    report = write_report(config, accuracy, stages, baseline, table, out, time.time() - total)
+    report = write_report(config, accuracy, stages, baseline, table, out, time.time() - total,
+                          choice, RECOMMEND)
     _say(f"wrote {report} (and table.md, results.json, accuracy.png, restored.png) in "
          f"{time.time() - total:.0f} s")
-    return {"table": table, "accuracy": accuracy, "stages": stages_view, "report": str(report)}
+    return {"table": table, "accuracy": accuracy, "stages": stages_view, "report": str(report),
+            "recommendation": choice}
 
 
 def _row_text(name, values) -> str:
     return f"{name}: clean {values[0]:.3f}, levels " + " ".join(f"{v:.3f}" for v in values[1:])
-
-
-def method_cost(method, stages: Stages, distortion: str, baseline) -> tuple[int, float | None]:
-    """Trainable parameters and training seconds of a method (as in the paper's tables)."""
-    kind = method["kind"]
-    if kind == "baseline":
-        rec = stages.record("baseline")
-        return rec["trainable"], rec["seconds"]
-    if kind == "classical":
-        return 0, None
-    rec = stages.record(f"train/{slug(method['name'])}/{distortion}")
-    return rec["trainable"], rec["seconds"]
-
-
-def format_tables(config, accuracy, stages: Stages, baseline) -> str:
-    """One Markdown table per distortion: accuracy per level, average, parameters, seconds.
-
-    The average is over the clean images and every level, as in the paper's tables.
-    """
-    n = int(config["test_images"])
-    lines = []
-    for d, rows in accuracy.items():
-        levels = config["levels"][d]
-        head = ["method", "clean"] + [f"{lv:g}" for lv in levels] + [
-            "avg", "trainable params", "train s"]
-        lines += [f"**{d}** (top-1 on {n} test images; avg over clean and the "
-                  f"{len(levels)} levels)", "",
-                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for m in config["methods"]:
-            values = rows[m["name"]]
-            params, seconds = method_cost(m, stages, d, baseline)
-            cells = [m["name"]] + [f"{v:.3f}" for v in values] + [
-                f"{np.mean(values):.3f}", f"{params:,}", "-" if seconds is None else f"{seconds:.0f}"]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot_accuracy(config, accuracy, path: Path) -> None:
-    """Accuracy-vs-level curves: a panel per distortion, a line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(accuracy), figsize=(4.2 * len(accuracy), 3.4), squeeze=False)
-    for ax, (d, rows) in zip(axes[0], accuracy.items()):
-        x = [0.0] + list(config["levels"][d])
-        for name, values in rows.items():
-            ax.plot(x, values, marker=".", label=name)
-        ax.set_title(d)
-        ax.set_xlabel("level (0 = clean)")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("top-1 accuracy")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
-def plot_restorations(config, test, baseline, trained, path: Path, count: int = 3) -> None:
-    """A grid per distortion: clean, distorted (middle level) and each restorer's output."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    import distort
-
-    restorers = [m for m in config["methods"] if m["kind"] in ("restorer", "classical")]
-    images = np.asarray(test[0][:count], np.float32)
-    rows = []
-    for d, levels in config["levels"].items():
-        level = levels[len(levels) // 2]
-        distorted = np.asarray(distort.apply(images, d, level, seed=config["seed"]), np.float32)
-        panels = [("clean", images), (f"{d} {level:g}", distorted)]
-        for m in restorers:
-            if m["kind"] == "classical":
-                from deepcorrect import restoration
-
-                panels.append((m["name"], restoration.restore(distorted, d, level)))
-            else:
-                panels.append((m["name"], np.asarray(trained[(m["name"], d)](distorted))))
-        for i in range(count):
-            rows.append([(title, batch[i]) for title, batch in panels])
-    cols = len(rows[0])
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.6 * len(rows)), squeeze=False)
-    for r, row in enumerate(rows):
-        for c, (title, image) in enumerate(row):
-            ax = axes[r][c]
-            ax.axis("off")
-            ax.imshow(np.clip(image, 0, 255).astype(np.uint8).squeeze(), cmap="gray")
-            if r % count == 0:
-                ax.set_title(title, fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
-def write_report(config, accuracy, stages: Stages, baseline, table: str, out: Path,
-                 seconds: float) -> Path:
-    """The Markdown report: setup, the table, the figures and what they show."""
-    base = stages.record("baseline")
-    rep = config["repair"]
-    lines = [
-        f"# DeepCorrect demo: {config['network']} on {config['dataset']}",
-        "",
-        f"Command: `deepcorrect demo --dataset {config['dataset']}"
-        + (f" --data {config['data']}" if config.get("data") else "")
-        + (" --quick" if config["quick"] else "") + f" --seed {config['seed']}`",
-        f"(this run: {seconds:.0f} s, stages skipped when already done).",
-        "",
-        "## Setup",
-        "",
-        (f"- Baseline: the given model `{base['given']}`." if base.get("given") else
-         f"- Baseline: `{config['network']}` trained on {base['images']} clean training images "
-         f"for {base['epochs']} epochs in {base['seconds']:.0f} s; clean accuracy on the "
-         f"{config['holdout']} held-out training images after each epoch: "
-         + ", ".join(f"{v:.3f}" for v in base.get("val_accuracy", [])) + "."),
-        f"- Ranking (Algorithm 1): {config['rank_images']} held-out images, every conv layer, "
-        "signed top-1 gain averaged over the levels.",
-        f"- Every repair method: the same {rep['images']} training images, {rep['epochs']} epochs, "
-        f"batch {rep['batch_size']}, half of every batch distorted at a random level. "
-        f"Correction units: SGD lr {rep['unit_learning_rate']}, fine-tuning: SGD lr "
-        f"{rep['finetune_learning_rate']} (Nesterov 0.9, x0.1 after {rep['decay_every']} epochs); "
-        f"restorer: Adam {rep['restorer_learning_rate']} (QRNet: L1 + 0.01 x the frozen "
-        "baseline's cross-entropy).",
-        "- Methods: " + "; ".join(_describe(m) for m in config["methods"]) + ".",
-        f"- Test: the first {config['test_images']} test images, distorted once per level with "
-        f"seed {config['seed']}.",
-        "",
-        "## Top-1 accuracy",
-        "",
-        table,
-        "![accuracy vs level](accuracy.png)",
-        "",
-        "![distorted and restored test images](restored.png)",
-        "",
-        "## What it shows",
-        "",
-    ]
-    for d, rows in accuracy.items():
-        avg = {name: float(np.mean(v)) for name, v in rows.items()}
-        b = avg.get("Baseline")
-        parts = [f"{name} {v:.3f}" for name, v in avg.items()]
-        best = max(avg, key=avg.get)
-        lines.append(f"- {d}: average top-1 " + ", ".join(parts) + f"; best: {best}"
-                     + (f" (+{avg[best] - b:.3f} over the baseline)." if b is not None else "."))
-    return _write(out / REPORT_FILE, "\n".join(lines) + "\n")
-
-
-def _describe(method) -> str:
-    kind = method["kind"]
-    if kind == "finetune":
-        rate = f" at rate {method['learning_rate']:g}" if method.get("learning_rate") else ""
-        return f"{method['name']} (the first {method['k']} conv layers fine-tuned{rate})"
-    if kind == "deepcorrect":
-        layers = "every conv layer" if method.get("first") is None else \
-            f"the first {method['first']} conv layers"
-        extra = f", plus the last {method['train_head']} layers" if method.get("train_head") else ""
-        if method.get("site") == "batch_norm":
-            extra += ", each unit after the conv's batch norm"
-        return (f"{method['name']} ({method.get('unit', 'cw')} units on the top "
-                f"{method.get('beta', 0.5):g} of the filters of {layers}{extra})")
-    if kind == "restorer":
-        return f"{method['name']} ({method['mode']} restorer in front of the frozen baseline)"
-    if kind == "classical":
-        return f"{method['name']} (non-learned restoration told the level)"
-    return f"{method['name']} (trained on clean images only)"
-
-
-def _write(path: Path, text: str) -> Path:
-    atomic_write_text(path, text)
-    return path
 
 
 def main_args(args) -> None:

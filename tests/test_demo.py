@@ -63,6 +63,22 @@ def test_baseline_row_equals_an_independent_evaluation(quick_run):
     assert results["accuracy"]["awgn"]["Baseline"][0] == blur[0]
 
 
+def test_report_ends_with_the_recommended_repair(quick_run):
+    # Recomputed from results.json: the best mean top-1 over clean and every level of both
+    # distortions among the methods losing at most 0.01 of clean top-1 (demo.RECOMMEND).
+    config = demo.resolve_config("fashion_mnist", quick=True)
+    accuracy = json.loads((quick_run / "results.json").read_text())["accuracy"]
+    names = [m["name"] for m in config["methods"]]
+    mean = {n: np.mean([np.mean(rows[n]) for rows in accuracy.values()]) for n in names}
+    clean = {n: np.mean([rows[n][0] for rows in accuracy.values()]) for n in names}
+    eligible = [n for n in names if clean["Baseline"] - clean[n] <= 0.01 + 1e-9]
+    best = max(eligible, key=lambda n: (mean[n], -eligible.index(n)))
+    expected = best if mean[best] > mean["Baseline"] else "Baseline"
+    section = (quick_run / "report.md").read_text().split("## Which repair?")[1]
+    assert f"**{expected}**" in section
+    assert {"BN-adapt", "TENT", "BN-adapt+DeepCorrect"} <= set(names)
+
+
 def test_rerun_is_refused_then_resumes_without_retraining(quick_run, capsys):
     assert cli.main(["demo", "--quick", "--out", str(quick_run)]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
