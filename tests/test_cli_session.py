@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import pytest
 
+import deepcorrect  # noqa: F401  (registers the layers the saved models use)
 from distort import presets, registry
 
 REPO = Path(__file__).resolve().parents[1]
