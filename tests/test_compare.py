@@ -232,20 +232,36 @@ def test_label_free_mixture_is_one_repair_tested_on_each_distortion(data, tmp_pa
     model, (x, _), (xt, yt) = data
     levels = {"gaussian_blur": LEVELS, "awgn": [40.0, 80.0]}
     table = compare(model, x, (xt, yt), ["gaussian_blur", "awgn"], levels,
-                    ["bn_adapt", "finetune"], BUDGET, mixture=True, out_dir=tmp_path,
-                    timing_images=16)
+                    ["bn_adapt", "finetune", "deepcorrect"], BUDGET, mixture=True,
+                    out_dir=tmp_path, timing_images=16)
     assert table.distortions() == ["gaussian_blur", "awgn"]
     saved = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "models").rglob("*.keras"))
-    assert len(saved) == 2 and all(p.startswith("models/mixture/") for p in saved)
-    for name in ("bn_adapt", "finetune"):
+    assert len(saved) == 3 and all(p.startswith("models/mixture/") for p in saved)
+    # The ranking averaged over every level of both distortions.
+    (ranking,) = (tmp_path / "work" / "mixture").rglob("ranking.json")
+    assert json.loads(ranking.read_text())["distortion"] == "mixture"
+    for name in ("bn_adapt", "finetune", "deepcorrect"):
         blur, noise = table.row(name, "gaussian_blur"), table.row(name, "awgn")
         assert blur["repair"] == noise["repair"] == "mixture" and blur["model"] == noise["model"]
         assert blur["clean"] == noise["clean"]
         repaired = load(tmp_path / blur["model"])
         np.testing.assert_allclose(blur["accuracy"], _accuracy(repaired, xt, yt, LEVELS), atol=1e-9)
     assert table.row("finetune", "awgn")["labels"] == "teacher"  # distilled from the model
+    assert table.row("deepcorrect", "awgn")["labels"] == "teacher"
     assert table.row("bn_adapt", "awgn")["labels"] == "no"
     assert "one repair on a mixture of gaussian_blur, awgn" in table.to_markdown()
+
+
+def test_without_out_dir_nothing_is_left_behind(data, tmp_path, monkeypatch):
+    model, repair, test = data
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # TMPDIR is read again
+    table = compare(model, repair, test, "gaussian_blur", LEVELS, ["bn_adapt"], BUDGET,
+                    timing_images=16)
+    assert table.methods() == ["baseline", "bn_adapt"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def _table(rows):
@@ -362,6 +378,25 @@ def test_cli_prints_the_table_and_the_recommendation(files, tmp_path, capsys):
     again = ComparisonTable.from_json(fresh / "comparison.json")
     assert [r["accuracy"] for r in again.rows] == [r["accuracy"] for r in table.rows]
     assert "recommended: " in proc.stdout
+
+
+def test_cli_splits_an_image_folder_by_seed(data, files, tmp_path, capsys):
+    from PIL import Image
+
+    _, (x, y), _ = data
+    photos = tmp_path / "photos"
+    for i in range(24):
+        (photos / f"class{y[i]}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i]).save(photos / f"class{y[i]}" / f"{i}.png")
+    if len({int(v) for v in y[:24]}) < 4:
+        pytest.skip("the first 24 images miss a class")
+    out = tmp_path / "out"
+    argv = ["compare", "--model", str(files / "tiny.keras"), "--data", str(photos),
+            "--distortion", "gaussian_blur", "--levels", "1.0", "--methods", "bn_adapt",
+            "--timing-images", "4", "--out", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    table = ComparisonTable.from_json(out / "comparison.json")
+    assert table.meta["test_images"] == 7 and table.meta["repair_images"] == 17  # 30% / 70%
 
 
 @pytest.mark.parametrize("extra, fragment", [
