@@ -385,11 +385,11 @@ def _save(model, path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepcorrect", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-
     parser.add_argument("--verbose", dest="show_logs", action="store_true",
                         help="show TensorFlow's start-up and info log lines (hidden by default "
                              "unless TF_CPP_MIN_LOG_LEVEL is set)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
     p = sub.add_parser("demo", help="the whole story on Fashion-MNIST (or CIFAR-10): baseline, "
                        "sweep, ranking, correction units vs Finetune vs QRNet, report")
     p.add_argument("--dataset", default="fashion_mnist", choices=("fashion_mnist", "cifar10"))
@@ -500,9 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs the `deepcorrect` command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    quiet_tensorflow(args.show_logs)
     return fail_cleanly(args.run, args)
 
 
 if __name__ == "__main__":
     sys.exit(main())
-    quiet_tensorflow(args.show_logs)

@@ -352,10 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     from qrnet.training import DEFAULT_TRAINING, MODES
 
     parser = _Parser(prog="qrnet", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
     parser.add_argument("--verbose", dest="show_logs", action="store_true",
                         help="show TensorFlow's start-up and info log lines (hidden by default "
                              "unless TF_CPP_MIN_LOG_LEVEL is set)")
+    commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a restorer (Algorithm 1)")
     _add_data_args(train, "train")
@@ -421,8 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     2
     """
     args = build_parser().parse_args(argv)
-    return fail_cleanly(args.run, args)
     quiet_tensorflow(args.show_logs)
+    return fail_cleanly(args.run, args)
 
 
 if __name__ == "__main__":
