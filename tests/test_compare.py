@@ -370,14 +370,20 @@ def test_cli_prints_the_table_and_the_recommendation(files, tmp_path, capsys):
     choice = recommend(table, max_clean_drop=0.02)
     assert f"recommended: {choice.method} ({choice.reason})" in printed
     assert json.loads((out / "recommendation.json").read_text())["method"] == choice.method
-    # The same command in a new process and another folder: the same accuracies.
-    fresh = tmp_path / "fresh"
+
+
+@pytest.mark.slow  # a fresh process: TensorFlow's start and every training again
+def test_cli_in_a_new_process_gives_the_same_table(files, tmp_path):
+    first, fresh = tmp_path / "first", tmp_path / "fresh"
+    assert cli.main(_argv(files, first)) == 0
     proc = subprocess.run([sys.executable, "-m", "deepcorrect", *_argv(files, fresh)],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "recommended: " in proc.stdout
+    table = ComparisonTable.from_json(first / "comparison.json")
     again = ComparisonTable.from_json(fresh / "comparison.json")
     assert [r["accuracy"] for r in again.rows] == [r["accuracy"] for r in table.rows]
-    assert "recommended: " in proc.stdout
+    assert [r["parameters"] for r in again.rows] == [r["parameters"] for r in table.rows]
 
 
 def test_cli_splits_an_image_folder_by_seed(data, files, tmp_path, capsys):
@@ -421,9 +427,9 @@ def _readme_section():
     return text.split("## Which repair?")[1].split("\n## ")[0]
 
 
-def test_readme_snippets_run(data, tmp_path, monkeypatch, capsys):
-    section = _readme_section()
-    python = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+@pytest.mark.slow  # four methods on two distortions
+def test_readme_python_snippet_runs(data, tmp_path, monkeypatch, capsys):
+    python = re.search(r"```python\n(.*?)```", _readme_section(), re.S).group(1)
     model, (x, y), (xt, yt) = data
     monkeypatch.chdir(tmp_path)
     namespace = {"model": model, "repair": (x[:64], y[:64]), "test": (xt[:64], yt[:64])}
@@ -432,7 +438,10 @@ def test_readme_snippets_run(data, tmp_path, monkeypatch, capsys):
     assert namespace["method"] in namespace["table"].methods()
     assert (tmp_path / "out" / "compare" / "comparison.md").is_file()
     assert namespace["reason"] in capsys.readouterr().out
-    # The shell snippet parses with the real command line.
+
+
+def test_readme_shell_snippet_parses():
+    section = _readme_section()
     shell = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
     args = cli.build_parser().parse_args(shlex.split(shell)[1:])
     assert args.command == "compare" and args.max_clean_drop is not None
