@@ -563,7 +563,8 @@ def repair(model, method: Mapping[str, Any], data: RepairData, out: str | os.Pat
     Returns:
         `(repaired model, record)`; the record has `seconds`, `parameters`, `labels`,
         `steps`, `path` (relative to `out`) and `resumed` (whether a step resumed
-        part-way).
+        part-way). The model is None when every step had finished before: load it from
+        `out / record["path"]` (`load_model`) when it is needed. For no steps: `model`.
     """
     out = Path(out)
     steps = list(method["steps"])
