@@ -160,29 +160,48 @@ def elastic_transform(images, severity, seed: int | None = None, uniforms=None):
     return corrupt(images, severity, fn, seed)
 
 
-def _box_taps(size: int, out: int) -> np.ndarray:
-    """Pillow's BOX resampling weights `[out, size]` in its 22-bit fixed point.
+def _box_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pillow's BOX downscaling of an axis: each output pixel's window and 22-bit weight.
 
-    Each input pixel is in or out of an output pixel's box; the weights,
-    normalised, are rounded to multiples of 2**-22 as Pillow's 8-bit path does.
+    Pillow's box filter takes input pixel j into output pixel i when
+    `(j - center + 0.5) / scale` is in (-0.5, 0.5], all with the same weight
+    1/n, which its 8-bit path rounds to a multiple of 2**-22.
+
+    Returns:
+        `(first, stop, weight)`: window [first, stop) and integer weight per output pixel.
     """
     scale = size / out
-    weights = np.zeros([out, size], np.float64)
+    first, stop, weight = [], [], []
     for i in range(out):
         center = (i + 0.5) * scale
-        lo = max(int(center - scale * 0.5 + 0.5), 0)
-        hi = min(int(center + scale * 0.5 + 0.5), size)
-        j = np.arange(lo, hi)
+        j = np.arange(max(int(center - scale * 0.5 + 0.5), 0),
+                      min(int(center + scale * 0.5 + 0.5), size))
         t = (j - center + 0.5) / scale
-        weights[i, j] = ((t > -0.5) & (t <= 0.5)).astype(np.float64)
-        weights[i] /= weights[i].sum()
-    return np.floor(0.5 + weights * 2**22)
+        j = j[(t > -0.5) & (t <= 0.5)]
+        first.append(j[0])
+        stop.append(j[-1] + 1)
+        weight.append(np.floor(0.5 + 2**22 / len(j)))
+    return np.array(first), np.array(stop), np.array(weight, np.int64)
 
 
-def _box_pass(x: tf.Tensor, taps: np.ndarray, equation: str) -> tf.Tensor:
-    """One Pillow BOX pass: fixed-point sums, rounded half up (float64 keeps them exact)."""
-    total = tf.einsum(equation, tf.cast(x, tf.float64), tf.constant(taps))
-    return tf.cast(tf.floor((total + 2.0**21) / 2.0**22), tf.float32)
+@tf.function(jit_compile=True)
+def _box_pass(x: tf.Tensor, size: int, out: int, axis: int) -> tf.Tensor:
+    """One Pillow BOX pass along `axis`: window sums, Pillow's fixed point, rounded half up.
+
+    The values keep 12 fractional bits (exact for 8-bit images) and the sums are
+    formed in float64, where Pillow's integer arithmetic is exact.
+    """
+    first, stop, weight = _box_windows(size, out)
+    x = tf.round(tf.cast(x, tf.float64) * 4096.0)
+    sums = 0.0
+    for k in range(int((stop - first).max())):
+        index = np.minimum(first + k, size - 1)
+        mask = (first + k < stop).astype(np.float64)
+        shape = [1, 1, 1, 1]
+        shape[axis] = out
+        sums += tf.gather(x, index, axis=axis) * tf.constant(mask.reshape(shape))
+    total = sums * tf.constant(weight.astype(np.float64).reshape(shape))
+    return tf.cast(tf.floor((total + 2.0**33) / 2.0**34), tf.float32)
 
 
 def pixelate(images, severity):
@@ -211,8 +230,7 @@ def pixelate(images, severity):
         c = params("pixelate", s)
         th, tw = max(int(h * c), 1), max(int(w * c), 1)
         # Pillow resamples the columns, then the rows, rounding to 8 bits after each pass.
-        small = _box_pass(x, _box_taps(w, tw), "nhwc,vw->nhvc")
-        small = _box_pass(small, _box_taps(h, th), "nhwc,uh->nuwc")
+        small = _box_pass(_box_pass(x, w, tw, axis=2), h, th, axis=1)
         rows = np.minimum(((np.arange(h) + 0.5) * th / h).astype(np.int64), th - 1)
         cols = np.minimum(((np.arange(w) + 0.5) * tw / w).astype(np.int64), tw - 1)
         return tf.gather(tf.gather(small, rows, axis=1), cols, axis=2)

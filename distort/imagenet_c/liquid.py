@@ -81,14 +81,49 @@ def canny(image: tf.Tensor, low: float = 50.0, high: float = 150.0) -> tf.Tensor
                     tf.where(vertical, keep_v, tf.where(same_sign, keep_d1, keep_d2)))
     candidate = keep & (mag > low)
     strong = candidate & (mag > high)
+    return _hysteresis(tf.cast(strong, tf.float32), tf.cast(candidate, tf.float32))
+
+
+@tf.function(jit_compile=True)
+def _hysteresis(strong: tf.Tensor, candidate: tf.Tensor) -> tf.Tensor:
+    """Grows the strong edges into the 8-connected candidates until nothing changes."""
+    h, w = tf.shape(strong)[1], tf.shape(strong)[2]
 
     def grow(edges, _):
-        near = tf.nn.max_pool2d(tf.cast(edges, tf.float32), 3, 1, "SAME") > 0
-        return edges | (candidate & near), tf.reduce_any((candidate & near) & ~edges)
+        p = tf.pad(edges, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        near = edges
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                near = tf.maximum(near, p[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w])
+        grown = tf.maximum(edges, candidate * near)
+        return grown, tf.reduce_any(grown > edges)
 
     edges, changed = grow(strong, None)
     edges, _ = tf.while_loop(lambda e, c: c, grow, (edges, changed))
-    return tf.cast(edges, tf.float32)
+    return edges
+
+
+CHAMFER_5 = tuple(
+    (dy, dx, 1.0 if abs(dy) + abs(dx) == 1 else 1.4 if abs(dy) == abs(dx) == 1 else 2.1969)
+    for dy in range(-2, 3) for dx in range(-2, 3)
+    if (dy, dx) != (0, 0) and not (abs(dy) == 2 and abs(dx) in (0, 2)))
+
+
+@tf.function(jit_compile=True)
+def _relax_distances(d: tf.Tensor, limit: float) -> tf.Tensor:
+    """Relaxes chamfer distances over the 5 x 5 neighbourhood until they are stable."""
+    h, w = tf.shape(d)[1], tf.shape(d)[2]
+
+    def relax(d, _):
+        p = tf.pad(d, [[0, 0], [2, 2], [2, 2], [0, 0]], constant_values=limit)
+        best = d
+        for dy, dx, cost in CHAMFER_5:
+            best = tf.minimum(best, p[:, 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] + cost)
+        return best, tf.reduce_any(best < d)
+
+    d, changed = relax(d, None)
+    d, _ = tf.while_loop(lambda d, c: c, relax, (d, changed))
+    return d
 
 
 def distance_to_edges(edges: tf.Tensor, limit: float = DISTANCE_LIMIT) -> tf.Tensor:
@@ -105,30 +140,15 @@ def distance_to_edges(edges: tf.Tensor, limit: float = DISTANCE_LIMIT) -> tf.Ten
     Returns:
         The distances, float32, at most `limit`.
     """
-    a, b, c = 1.0, 1.4, 2.1969
-    steps = [(dy, dx, {1: a, 2: b}.get(abs(dy) + abs(dx) if abs(dy) < 2 and abs(dx) < 2 else 0, c))
-             for dy in range(-2, 3) for dx in range(-2, 3)
-             if (dy, dx) != (0, 0) and not (abs(dy) == 2 and abs(dx) in (0, 2))]
     d = tf.where(edges > 0, 0.0, limit)
-    h, w = tf.shape(edges)[1], tf.shape(edges)[2]
-
-    def relax(d, _):
-        p = tf.pad(d, [[0, 0], [2, 2], [2, 2], [0, 0]], constant_values=limit)
-        best = d
-        for dy, dx, cost in steps:
-            best = tf.minimum(best, p[:, 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] + cost)
-        return best, tf.reduce_any(best < d)
-
-    d, changed = relax(d, None)
-    d, _ = tf.while_loop(lambda d, c: c, relax, (d, changed))
-    return tf.minimum(d, limit)
+    return tf.minimum(_relax_distances(d, limit), limit)
 
 
 def equalize_histogram(x: tf.Tensor) -> tf.Tensor:
     """OpenCV's `equalizeHist` per image of a `[N, H, W, 1]` batch of integers 0..255."""
     n = tf.shape(x)[0]
     v = tf.cast(tf.reshape(x, [n, -1]), tf.int32)
-    hist = tf.reduce_sum(tf.one_hot(v, 256, dtype=tf.float32), axis=1)  # [N, 256]
+    hist = tf.cast(tf.math.bincount(v, minlength=256, maxlength=256, axis=-1), tf.float32)
     cdf = tf.cumsum(hist, axis=1)
     first = tf.argmax(hist > 0, axis=1, output_type=tf.int32)
     lowest = tf.gather(cdf, first, batch_dims=1)[:, None]
