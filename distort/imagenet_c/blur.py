@@ -97,16 +97,21 @@ def _defocus_parts(severity: int):
 
 
 @tf.function(jit_compile=True)
-def _defocus(padded: tf.Tensor, running: tf.Tensor, severity: int) -> tf.Tensor:
+def _defocus(padded: tf.Tensor, severity: int) -> tf.Tensor:
     """Defocus blur of a batch padded by `radius + g` (reflect-101) on every side.
 
     The binary disk's sum around each pixel comes from row boxes, each the
-    difference of two columns of `running`, the running sum along the rows
-    (with a leading zero column; computed outside, where it is linear in
-    time); then the small Gaussian and the edge taps, as shifted sums. One
-    image at a time, so that the sums stay in the cache.
+    difference of two columns of the running sum along the rows (with a
+    leading zero column; a doubling scan, as XLA's own cumulative sum is
+    quadratic); then the small Gaussian and the edge taps, as shifted sums.
+    One image at a time, so that the sums stay in the cache.
     """
     radius, count, gauss, taps = _defocus_parts(severity)
+    running = tf.pad(padded, [[0, 0], [0, 0], [1, 0], [0, 0]])
+    shift = 1
+    while shift < padded.shape[2] + 1:
+        running += tf.pad(running[:, :, :-shift], [[0, 0], [0, 0], [shift, 0], [0, 0]])
+        shift *= 2
     g = len(gauss) // 2
     height = tf.shape(padded)[1] - 2 * (radius + g)
     width = tf.shape(padded)[2] - 2 * (radius + g)
@@ -156,9 +161,7 @@ def defocus_blur(images, severity):
     def fn(x, s, _):
         radius, _, gauss, _ = _defocus_parts(s)
         r = radius + len(gauss) // 2
-        padded = pad(x, (r, r), (r, r), "mirror")
-        running = tf.pad(tf.cumsum(padded, axis=2), [[0, 0], [0, 0], [1, 0], [0, 0]])
-        return _defocus(padded, running, s)
+        return _defocus(pad(x, (r, r), (r, r), "mirror"), s)
 
     return corrupt(images, severity, fn)
 
