@@ -283,7 +283,7 @@ def inference_seconds(classifiers: dict, restorer, images) -> dict[str, float]:
     import tensorflow as tf
 
     from qrnet.evaluate import seconds_per_image
-    from qrnet.training import _preprocessing_fn
+    from qrnet.training import resolve_preprocessing
 
     def chain(*stages):
         @tf.function(reduce_retracing=True)
@@ -297,7 +297,7 @@ def inference_seconds(classifiers: dict, restorer, images) -> dict[str, float]:
     restore = lambda x: restorer(x, training=False)  # noqa: E731
     timed = {"restorer": chain(restore)}
     for name, model in classifiers.items():
-        prepare = _preprocessing_fn(CLASSIFIERS[name]["preprocessing"])
+        prepare = resolve_preprocessing(CLASSIFIERS[name]["preprocessing"])
         classify = lambda x, m=model, p=prepare: m(p(x), training=False)  # noqa: E731
         timed[f"classifier {name}"] = chain(classify)
         timed[f"restorer + classifier {name}"] = chain(restore, classify)

@@ -48,6 +48,7 @@ from qrnet.training import (
     clean_batches,
     paired_batches,
     resolve_distortions,
+    resolve_preprocessing,
     restore,
     train,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "preset_distortions",
     "qrnet_from_preset",
     "resolve_distortions",
+    "resolve_preprocessing",
     "restore",
     "train",
 ]

@@ -274,7 +274,7 @@ def run_export(args) -> None:
     import keras
     import tensorflow as tf
 
-    from qrnet.training import _preprocessing_fn
+    from qrnet.training import resolve_preprocessing
 
     restorer = _load_restorer(args.model)
     out = Path(args.out)
@@ -288,7 +288,7 @@ def run_export(args) -> None:
     written = [out / "restorer"]
     if classifiers:
         _, classifier, preprocessing = classifiers[0]
-        prepare = _preprocessing_fn(preprocessing)
+        prepare = resolve_preprocessing(preprocessing)
         height, width = classifier.input_shape[1:3]
         archive = keras.export.ExportArchive()
         archive.track(restorer)

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from qrnet.training import Preprocessing, _preprocessing_fn, restore
+from qrnet.training import Preprocessing, resolve_preprocessing, restore
 
 __all__ = [
     "LEVEL_PRESETS",
@@ -185,7 +185,7 @@ def top_classes(
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be an integer >= 1. Received: k={k!r}")
-    prepare = _preprocessing_fn(preprocessing)
+    prepare = resolve_preprocessing(preprocessing)
 
     @tf.function(reduce_retracing=True)
     def run(batch):

@@ -52,6 +52,7 @@ __all__ = [
     "clean_batches",
     "paired_batches",
     "resolve_distortions",
+    "resolve_preprocessing",
     "restore",
     "train",
 ]
@@ -96,7 +97,29 @@ class ClassifierSpec:
     name: str | None = None
 
 
-def _preprocessing_fn(preprocessing: Preprocessing) -> Callable[[Any], Any]:
+def resolve_preprocessing(preprocessing: Preprocessing) -> Callable[[Any], Any]:
+    """The function that maps 0..255 RGB images to a classifier's input.
+
+    Args:
+        preprocessing: None (the identity, for classifiers that read 0..255 images), a mode
+            or `keras.applications` family name of `distort.preprocessing` (`"unit"`, `"tf"`,
+            `"caffe"`, `"mobilenet_v2"`, ...; returned as an `ImagePreprocessing` layer, which
+            a SavedModel can track), a layer or a function (returned unchanged).
+
+    Returns:
+        A callable of a batch of float images.
+
+    Raises:
+        ValueError: an unknown mode name, naming the allowed ones.
+        TypeError: anything else that is not callable.
+
+    Example:
+
+    >>> import numpy as np
+    >>> prepare = resolve_preprocessing("tf")
+    >>> np.asarray(prepare(np.array([[[[0.0, 127.5, 255.0]]]], "float32"))).tolist()
+    [[[[-1.0, 0.0, 1.0]]]]
+    """
     if preprocessing is None:
         return lambda images: images
     if isinstance(preprocessing, str):
@@ -243,7 +266,7 @@ class QualityRecoveryTrainer(keras.Model):
         self.classifier_names = _unique_names([spec.name or spec.model.name for spec in specs])
         self.pixel_scale = float(pixel_scale)
         self.head_layers = int(head_layers)
-        self._preprocess = [_preprocessing_fn(spec.preprocessing) for spec in specs]
+        self._preprocess = [resolve_preprocessing(spec.preprocessing) for spec in specs]
         self._freeze_classifiers()
 
         self._trackers = {"loss": keras.metrics.Mean(name="loss"), "l1": keras.metrics.Mean("l1")}
