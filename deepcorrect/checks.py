@@ -30,15 +30,15 @@ TypeError: model must be a keras.Model (Functional or Sequential). Received: mod
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import numpy as np
 
 from deepcorrect.graph import is_graph_model
 
-__all__ = ["check_class_labels", "check_image_size", "check_model", "check_momentum",
-           "model_classes"]
+__all__ = ["check_choice", "check_class_labels", "check_image_size", "check_labels",
+           "check_model", "check_momentum", "model_classes"]
 
 
 def _received(argument: str, value: Any) -> str:
@@ -221,3 +221,68 @@ def check_image_size(images: Any, model: keras.Model, argument: str = "images") 
         f"{model.name!r}. Received: {argument} of {size(shape) or 'shape ()'} (rank and "
         "train do not resize; resize them first)"
     )
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
+    """Raises a ValueError unless `value` is one of `allowed`.
+
+    Args:
+        name: The name of the argument, for the message.
+        value: The value passed.
+        allowed: The allowed values.
+
+    Raises:
+        ValueError: Naming the argument and the allowed values.
+
+    Example:
+
+    >>> check_choice("site", "post_activation", ("pre_activation", "post_activation"))
+    >>> check_choice("score", "auc", ("gain", "relative_error"))
+    Traceback (most recent call last):
+    ...
+    ValueError: score must be one of ['gain', 'relative_error']. Received: score='auc'
+    """
+    if value not in allowed:
+        raise ValueError(
+            f"{name} must be one of {list(allowed)}. Received: {name}={value!r}"
+        )
+
+
+def check_labels(labels: Any, n: int) -> np.ndarray:
+    """Integer class indices, one per image, from indices or one-hot rows.
+
+    Args:
+        labels: Class indices `[n]` (or `[n, 1]`), or one-hot rows `[n, classes]`
+            (their argmax is taken). Float values must be whole numbers.
+        n: The number of images.
+
+    Returns:
+        An int64 array of shape `[n]`. The range is not checked here: see
+        `check_class_labels`.
+
+    Raises:
+        ValueError: For another number of labels or labels that are not whole
+            numbers.
+
+    Example:
+
+    >>> check_labels([[0, 1], [1, 0]], 2).tolist()
+    [1, 0]
+    >>> check_labels([0.5], 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: labels must be integer class indices.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[0] == n and labels.shape[1] > 1:
+        labels = labels.argmax(axis=1)
+    labels = labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(
+            f"labels must hold one class index (or one-hot row) per image: "
+            f"{n} images but labels has shape {labels.shape}."
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(labels == np.round(labels)):
+            raise ValueError("labels must be integer class indices.")
+    return labels.astype(np.int64)

@@ -51,18 +51,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deepcorrect.checks import check_model
-from deepcorrect.ranking import (
-    SITES,
-    _check_choice,
-    _check_labels,
-    _choose_layers,
-    _head_fn,
-    _prep,
-    _Program,
-    _Site,
-    _site_for,
+from deepcorrect.checks import check_choice, check_labels, check_model
+from deepcorrect.flat_program import (
+    Program,
+    Site,
+    apply_preprocess,
+    choose_conv_layers,
+    head_fn,
+    site_for,
 )
+from deepcorrect.ranking import SITES
 
 
 def _check_sets(filter_sets: Sequence[Sequence[int]], channels: int, layer_name: str) -> np.ndarray:
@@ -90,7 +88,7 @@ def _check_sets(filter_sets: Sequence[Sequence[int]], channels: int, layer_name:
     return mask
 
 
-def _masked_counts_fn(program: _Program, site: _Site) -> Callable:
+def _masked_counts_fn(program: Program, site: Site) -> Callable:
     """tf.function: correct top-1 predictions for K stacked channel masks.
 
     Copy `k` of the batch is the distorted site tensor with the channels of
@@ -147,13 +145,13 @@ class IdealCorrection:
         check_model(model)
         if keras.backend.backend() != "tensorflow":
             raise ValueError("IdealCorrection needs the TensorFlow backend of Keras.")
-        _check_choice("site", site, SITES)
-        (layer,) = _choose_layers(model, [layer_name])
-        program = _Program(model, split=[layer] if site == "pre_activation" else ())
+        check_choice("site", site, SITES)
+        (layer,) = choose_conv_layers(model, [layer_name])
+        program = Program(model, split=[layer] if site == "pre_activation" else ())
         self.layer_name = layer_name
-        self._site = _site_for(program, layer, site, incremental=False)  # several channels
+        self._site = site_for(program, layer, site, incremental=False)  # several channels
         self.channels = self._site.channels
-        self._head = _head_fn(program, self._site)
+        self._head = head_fn(program, self._site)
         self._counts = _masked_counts_fn(program, self._site)
 
     def accuracy(
@@ -200,10 +198,10 @@ class IdealCorrection:
             raise ValueError(
                 f"batch_size must be a positive integer. Received: batch_size={batch_size!r}"
             )
-        labels = _check_labels(labels, clean.shape[0])
+        labels = check_labels(labels, clean.shape[0])
         mask = _check_sets(filter_sets, self.channels, self.layer_name)
-        x_clean = _prep(preprocess, clean.astype(np.float32))
-        x_dist = _prep(preprocess, distorted.astype(np.float32))
+        x_clean = apply_preprocess(preprocess, clean.astype(np.float32))
+        x_dist = apply_preprocess(preprocess, distorted.astype(np.float32))
         n = clean.shape[0]
         chunk = min(n, int(batch_size))
         per_call = max(1, int(batch_size) // chunk)

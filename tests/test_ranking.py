@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 import deepcorrect
+from deepcorrect import flat_program
 from deepcorrect import ranking as ranking_module
 from deepcorrect.ranking import Ranking, rank, spearman
 
@@ -374,11 +375,11 @@ def test_incremental_mixing_layer_matches_brute_force(images, chain, site):
 
 
 def mix_of(model, layer, site="pre_activation", split=()):
-    program = ranking_module._Program(
+    program = flat_program.Program(
         model, split=[model.get_layer(n) for n in split])
     target = model.get_layer(layer)
-    assert ranking_module._site_for(program, target, site).mix is None
-    mix = ranking_module._site_for(program, target, site, incremental=True).mix
+    assert flat_program.site_for(program, target, site).mix is None
+    mix = flat_program.site_for(program, target, site, incremental=True).mix
     return None if mix is None else (mix.kind, mix.layer.name, mix.activate)
 
 
@@ -402,12 +403,12 @@ def test_incremental_path_is_taken_where_it_applies(images, chain, residual):
 
 def test_swap_is_pushed_past_per_channel_layers(images, plain, residual):
     """The swap point moves past BN/ReLU/pooling, never past a branch point."""
-    program = ranking_module._Program(plain[0], split=[plain[0].get_layer("c2")])
-    site = ranking_module._site_for(program, plain[0].get_layer("c2"), "pre_activation")
+    program = flat_program.Program(plain[0], split=[plain[0].get_layer("c2")])
+    site = flat_program.site_for(program, plain[0].get_layer("c2"), "pre_activation")
     assert program.steps[program.producer[site.swap_key]].layer.name == "pool"
     model = residual[0]
-    program = ranking_module._Program(model)
-    site = ranking_module._site_for(program, model.get_layer("c2"), "pre_activation")
+    program = flat_program.Program(model)
+    site = flat_program.site_for(program, model.get_layer("c2"), "pre_activation")
     assert site.swap_key == site.key  # c2 feeds two branches
     assert len(site.boundary) == 1  # r1, read by the add
 
