@@ -285,7 +285,7 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
         where = f"{group}/{chain}" if group else chain
 
         def load():
-            return repaired if repaired is not None else ladder.load_model(out / record["path"])
+            return repaired if repaired is not None else ladder.read_model(out / record["path"])
 
         path = out / "eval" / f"{where}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -358,7 +358,9 @@ def add_arguments(p) -> None:
     p.add_argument("--preset", default="deepcorrect_cifar", help="level preset (default deepcorrect_cifar)")
     p.add_argument("--methods", nargs="+", default=list(ladder.DEFAULT_METHODS),
                    help=f"methods of the ladder: {', '.join(ladder.METHODS)}, or several joined "
-                        "by '+' (default: " + " ".join(ladder.DEFAULT_METHODS) + ")")
+                        "by '+'; a step's options follow its name after ':', e.g. "
+                        "finetune:k=3,learning_rate=0.001 or bn_adapt+deepcorrect:first=3 "
+                        "(default: " + " ".join(ladder.DEFAULT_METHODS) + ")")
     p.add_argument("--epochs", "--budget", dest="epochs", type=int,
                    default=ladder.DEFAULT_BUDGET["epochs"], help="epochs of every method (default 3)")
     p.add_argument("--repair-images", type=int, default=None,

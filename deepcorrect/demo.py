@@ -40,7 +40,7 @@ import numpy as np
 from deepcorrect.comparison import plot_accuracy, recommend
 from deepcorrect.demo_report import (REPORT_FILE, comparison_table, format_tables,
                                      plot_restorations, write_report)
-from deepcorrect.ladder import STAGES_FILE, Stages, load_model, save_model, slug
+from deepcorrect.ladder import STAGES_FILE, Stages, read_model, slug, write_model
 from deepcorrect.surgery import trainable_parameters
 from distort import presets
 from distort.io import atomic_write_text
@@ -245,7 +245,7 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-_save, _load = save_model, load_model  # atomic .keras writes; loads register QRNet's classes
+_save, _load = write_model, read_model  # atomic .keras writes; loads register QRNet's classes
 
 
 # --- Stages -------------------------------------------------------------------------------

@@ -52,14 +52,17 @@ from distort.io import atomic_path, atomic_write_text
 STEP_KINDS = ("bn_adapt", "tent", "finetune", "deepcorrect", "qrnet")
 
 # Each kind's options and their defaults. Learning rates follow the papers: 0.1 (SGD) for
-# correction units, 0.01 for fine-tuning, 1e-3 (Adam) for QRNet and for TENT. TENT makes one
+# correction units, 1e-3 (Adam) for QRNet and for TENT; fine-tuning at 0.001, since the
+# paper's 0.01 collapses on the CIFAR-10 network here (docs/RESULTS.md). `first` limits
+# DeepCorrect to the first N conv layers in graph order (None: every conv layer). TENT makes one
 # pass over the repair images, as in the paper (it degrades when run longer); its
 # `epochs=None` takes the budget's.
 STEP_OPTIONS: dict[str, dict[str, Any]] = {
     "bn_adapt": {"prior": None},
     "tent": {"learning_rate": 1e-3, "epochs": 1},
-    "finetune": {"k": 2, "learning_rate": 0.01},
-    "deepcorrect": {"beta": 0.5, "unit": "cw", "site": None, "learning_rate": 0.1},
+    "finetune": {"k": 2, "learning_rate": 0.001},
+    "deepcorrect": {"beta": 0.5, "unit": "cw", "site": None, "first": None,
+                    "learning_rate": 0.1},
     "qrnet": {"base_width": 8, "depth": 2, "mode": "qrnet", "learning_rate": 1e-3},
 }
 
@@ -132,13 +135,13 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name.lower())
 
 
-def save_model(model, path: str | os.PathLike) -> None:
+def write_model(model, path: str | os.PathLike) -> None:
     """Saves a model as `.keras`, atomically (a killed save leaves no partial file)."""
     with atomic_path(path) as tmp:
         model.save(tmp)
 
 
-def load_model(path: str | os.PathLike):
+def read_model(path: str | os.PathLike):
     """Loads a `.keras` model this package wrote (`safe_mode=True`; QRNet classes registered)."""
     import keras
 
@@ -159,7 +162,7 @@ def check_step(step: Any) -> dict[str, Any]:
     Example:
 
     >>> check_step({"kind": "finetune", "k": 3})
-    {'kind': 'finetune', 'k': 3, 'learning_rate': 0.01}
+    {'kind': 'finetune', 'k': 3, 'learning_rate': 0.001}
     """
     if not isinstance(step, Mapping) or step.get("kind") not in STEP_KINDS:
         raise ValueError(f"a step must be a dict whose kind is one of {list(STEP_KINDS)}. "
@@ -172,12 +175,45 @@ def check_step(step: Any) -> dict[str, Any]:
     return {"kind": step["kind"], **allowed, **{k: v for k, v in step.items() if k != "kind"}}
 
 
+def _option_value(text: str) -> Any:
+    """`"3"` -> 3, `"0.001"` -> 0.001, `"none"` -> None, anything else stays a string."""
+    if text.lower() == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _part_steps(part: str, method: str) -> list[dict[str, Any]]:
+    """The steps of one `+`-separated part: `kind` or `kind:option=value,option=value`."""
+    name, _, options = part.partition(":")
+    if name not in METHODS or name == "baseline" or (options and len(METHODS[name]) != 1):
+        raise ValueError(f"method must be one of {list(METHODS)} or several of them joined by "
+                         "'+', each with optional 'option=value' settings after a ':' (e.g. "
+                         f"'bn_adapt+deepcorrect:first=3,beta=0.25'). Received: method={method!r}")
+    settings = {}
+    for item in filter(None, options.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"options of {name!r} must read option=value. Received: "
+                             f"method={method!r}")
+        settings[key] = _option_value(value)
+    return [check_step({**step, **settings}) for step in METHODS[name]]
+
+
 def resolve_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
     """`{"name", "steps"}` of a method: a `METHODS` name, names joined by `+`, or a dict.
 
+    On the command line a step's options follow its name after a `:`, as
+    `option=value` pairs separated by commas: `"finetune:k=3,learning_rate=0.001"`,
+    `"bn_adapt:prior=16+deepcorrect:first=3"`. The method's name is the whole string.
+
     Args:
-        method: a name such as `"deepcorrect"` or `"bn_adapt+deepcorrect+tent"`, or
-            `{"name": ..., "steps": [{"kind": ..., **options}, ...]}`.
+        method: a name such as `"deepcorrect"` or `"bn_adapt+deepcorrect+tent"` (with
+            options as above), or `{"name": ..., "steps": [{"kind": ..., **options}, ...]}`.
 
     Returns:
         The name and the steps, every option filled in.
@@ -189,6 +225,8 @@ def resolve_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
 
     >>> [s["kind"] for s in resolve_method("deepcorrect+tent")["steps"]]
     ['deepcorrect', 'tent']
+    >>> resolve_method("finetune:k=3,learning_rate=0.01")["steps"]
+    [{'kind': 'finetune', 'k': 3, 'learning_rate': 0.01}]
     """
     if isinstance(method, Mapping):
         name, steps = method.get("name"), method.get("steps")
@@ -200,11 +238,8 @@ def resolve_method(method: str | Mapping[str, Any]) -> dict[str, Any]:
         raise TypeError(f"methods must be names or dicts. Received: {method!r}")
     if method in METHODS:
         return {"name": method, "steps": [check_step(s) for s in METHODS[method]]}
-    parts = method.split("+")
-    if len(parts) > 1 and all(p in METHODS and p != "baseline" for p in parts):
-        return {"name": method, "steps": [check_step(s) for p in parts for s in METHODS[p]]}
-    raise ValueError(f"method must be one of {list(METHODS)} or several of them joined by '+' "
-                     f"(e.g. 'deepcorrect+tent'). Received: method={method!r}")
+    return {"name": method,
+            "steps": [s for part in method.split("+") for s in _part_steps(part, method)]}
 
 
 def resolve_methods(methods: str | Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -460,7 +495,7 @@ def run_finetune(model, step, data: RepairData, folder: Path):
     return tuned, {"parameters": deepcorrect.trainable_parameters(tuned), "labels": labels}
 
 
-def rank_for(model, data: RepairData, folder: Path):
+def rank_for(model, data: RepairData, folder: Path, first: int | None = None):
     """`deepcorrect.rank(method="approx")` on the budget's `rank_images` (cached in `folder`)."""
     import deepcorrect
 
@@ -472,8 +507,16 @@ def rank_for(model, data: RepairData, folder: Path):
     else:
         distortion = MixtureDistortion(data.distortions)
         levels = list(range(len(distortion.pairs)))
+    from deepcorrect.surgery import conv_layers
+
+    layers = None
+    if first is not None:
+        if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or first < 1:
+            raise ValueError(f"first (of a deepcorrect step) must be an integer >= 1 or None. "
+                             f"Received: first={first!r}")
+        layers = [layer.name for layer in conv_layers(model)][: int(first)]
     return deepcorrect.rank(model, data.images[:n], labels[:n], distortion, levels,
-                            method="approx", seed=data.seed, progress=bool(data.verbose),
+                            layers=layers, method="approx", seed=data.seed, progress=bool(data.verbose),
                             checkpoint=folder / "ranking.json")
 
 
@@ -482,7 +525,7 @@ def run_deepcorrect(model, step, data: RepairData, folder: Path):
     import deepcorrect
 
     folder.mkdir(parents=True, exist_ok=True)
-    ranking = rank_for(model, data, folder)
+    ranking = rank_for(model, data, folder, step["first"])
     site = {} if step["site"] is None else {"site": step["site"]}
     wrapped = deepcorrect.wrap(model, ranking, beta=step["beta"], unit=step["unit"], **site)
     labels = _train(wrapped, data, step["learning_rate"], folder)
@@ -564,7 +607,7 @@ def repair(model, method: Mapping[str, Any], data: RepairData, out: str | os.Pat
         `(repaired model, record)`; the record has `seconds`, `parameters`, `labels`,
         `steps`, `path` (relative to `out`) and `resumed` (whether a step resumed
         part-way). The model is None when every step had finished before: load it from
-        `out / record["path"]` (`load_model`) when it is needed. For no steps: `model`.
+        `out / record["path"]` (`read_model`) when it is needed. For no steps: `model`.
     """
     out = Path(out)
     steps = list(method["steps"])
@@ -583,7 +626,7 @@ def repair(model, method: Mapping[str, Any], data: RepairData, out: str | os.Pat
         return None, stages.record(keys[-1])
     record = (stages.record(keys[done - 1]) if done else
               {"seconds": 0.0, "parameters": 0, "labels": "no", "resumed": False})
-    current = load_model(out / paths[done - 1]) if done else model
+    current = read_model(out / paths[done - 1]) if done else model
     import keras
 
     for i in range(done, len(steps)):
@@ -593,7 +636,7 @@ def repair(model, method: Mapping[str, Any], data: RepairData, out: str | os.Pat
         start = time.time()
         current, info = STEPS[steps[i]["kind"]](current, steps[i], data, folder)
         seconds = time.time() - start
-        save_model(current, out / paths[i])
+        write_model(current, out / paths[i])
         record = {"seconds": record["seconds"] + seconds,
                   "parameters": record["parameters"] + int(info["parameters"]),
                   "labels": merge_labels(record["labels"], info["labels"]),

@@ -472,3 +472,32 @@ def test_distorted_repair_images_are_seeded_and_mixed_per_image():
     flat = a.reshape(40, -1)
     noisy = flat.std(1) > 5          # awgn leaves texture, contrast leaves a flat image
     assert 5 < noisy.sum() < 35      # both distortions in one set, drawn per image
+
+
+@pytest.mark.parametrize("text,steps", [
+    ("finetune:k=3,learning_rate=0.01", [{"kind": "finetune", "k": 3, "learning_rate": 0.01}]),
+    ("bn_adapt:prior=16+deepcorrect:first=3,site=conv",
+     [{"kind": "bn_adapt", "prior": 16},
+      {"kind": "deepcorrect", "beta": 0.5, "unit": "cw", "site": "conv", "first": 3,
+       "learning_rate": 0.1}]),
+    ("tent:epochs=none", [{"kind": "tent", "learning_rate": 1e-3, "epochs": None}]),
+])
+def test_method_options_on_the_command_line_fill_the_steps(text, steps):
+    from deepcorrect import ladder
+
+    resolved = ladder.resolve_method(text)
+    assert resolved["name"] == text
+    assert resolved["steps"] == steps
+
+
+@pytest.mark.parametrize("text,message", [
+    ("finetune:depth=3", "options of a finetune step must be among"),
+    ("finetune:k", "must read option=value"),
+    ("baseline:k=1", "method must be one of"),
+    ("nothing:k=1", "method must be one of"),
+])
+def test_bad_method_options_name_what_is_allowed(text, message):
+    from deepcorrect import ladder
+
+    with pytest.raises(ValueError, match=message):
+        ladder.resolve_method(text)
