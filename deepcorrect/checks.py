@@ -7,7 +7,8 @@ Three rules, each with one error wording:
   argument, never an `AttributeError` from deep inside a graph walk.
 - Labels must be class indices of the model they are used with
   (`check_class_labels`): in `[0, classes - 1]` for a model with `classes`
-  outputs.
+  outputs. The check lives in `distort.checks` (`distort.sweep` uses it too)
+  and is imported here.
 - Images must have the model's input size (`check_image_size`). Only the
   functions that document a resize resize: `distort.sweep.sweep` (and so
   `deepcorrect evaluate`) resizes distorted images to each model's input, as
@@ -36,6 +37,7 @@ import keras
 import numpy as np
 
 from deepcorrect.graph import is_graph_model
+from distort.checks import check_class_labels, model_classes
 
 __all__ = ["check_choice", "check_class_labels", "check_image_size", "check_labels",
            "check_model", "check_momentum", "model_classes"]
@@ -106,78 +108,6 @@ def check_momentum(value: Any, argument: str = "momentum") -> float:
         raise ValueError(f"{argument} must be a finite number in [0, 1). "
                          f"Received: {argument}={value}")
     return float(value)
-
-
-def model_classes(model: keras.Model) -> int | None:
-    """The number of classes of a classifier: the last axis of its one output.
-
-    Returns:
-        The size of the output's last axis, or None when the model has
-        several outputs or that size is unknown.
-
-    Example:
-
-    >>> model_classes(keras.Sequential([keras.Input((3,)), keras.layers.Dense(7)]))
-    7
-    """
-    try:
-        shape = model.output_shape
-    except (AttributeError, ValueError, RuntimeError):
-        return None
-    if not isinstance(shape, tuple) or not shape or not isinstance(shape[-1], int):
-        return None
-    return int(shape[-1])
-
-
-def check_class_labels(labels: Any, model: keras.Model, argument: str = "labels") -> None:
-    """Raises a ValueError unless every label is a class index of `model`.
-
-    Integer labels must lie in `[0, classes - 1]`, where `classes` is the size
-    of the model's output. One-hot rows (a 2-D array) must have `classes`
-    columns. A model whose class count is unknown accepts any non-negative
-    label.
-
-    Args:
-        labels: Class indices `[N]` (or `[N, 1]`), or one-hot rows `[N, classes]`.
-        model: The classifier the labels are used with.
-        argument: The argument (or command-line option) that passed the labels.
-
-    Raises:
-        ValueError: Naming `argument`, the allowed range and the offending
-            values.
-
-    Example:
-
-    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(10)], name="clf")
-    >>> check_class_labels([12, 13], model)
-    Traceback (most recent call last):
-    ...
-    ValueError: labels must be class indices in [0, 9] (model 'clf' has 10 outputs). Received: 2 labels out of range: [12, 13]
-    """
-    classes = model_classes(model)
-    labels = np.asarray(labels)
-    if labels.ndim == 2 and labels.shape[1] > 1:
-        if classes is not None and labels.shape[1] != classes:
-            raise ValueError(
-                f"{argument} as one-hot rows must have {classes} columns (model "
-                f"{model.name!r} has {classes} outputs). Received: {argument} of shape "
-                f"{labels.shape}"
-            )
-        return
-    if labels.size == 0 or not np.issubdtype(labels.dtype, np.number):
-        return  # the size and type checks of the function report these
-    values = labels.reshape(-1)
-    high = np.inf if classes is None else classes - 1
-    bad = np.unique(values[(values < 0) | (values > high)])
-    if bad.size:
-        shown = [v.item() for v in bad[:5]] + (["..."] if bad.size > 5 else [])
-        allowed = ">= 0" if classes is None else f"in [0, {classes - 1}]"
-        outputs = "" if classes is None else f" (model {model.name!r} has {classes} outputs)"
-        count = int(np.isin(values, bad).sum())
-        raise ValueError(
-            f"{argument} must be class indices {allowed}{outputs}. Received: {count} "
-            f"labels out of range: {shown}"
-        )
 
 
 def check_image_size(images: Any, model: keras.Model, argument: str = "images") -> None:

@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from deepcorrect import checks
 from distort import pipeline, training_state
-from distort._checks import check_level
+from distort.checks import check_level
 from distort.io import atomic_path
 from distort.seeds import check_seed
 from distort.training_checks import DivergenceGuard, check_count, check_rate, reseed_generators

@@ -223,7 +223,7 @@ def sweep_table(preset: str, names: list[str] | None,
     {'jpeg': (30.0, 5.0)}
     """
     from distort import presets, registry
-    from distort._checks import check_level
+    from distort.checks import check_level
 
     chosen = dict(levels or [])
     if len(chosen) != len(levels or []):

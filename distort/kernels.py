@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from distort._checks import check_level
+from distort.checks import check_level
 from distort.seeds import check_seed
 
 WINDOW_RULES = {

@@ -49,7 +49,7 @@ class RandomDistortion(keras.layers.Layer):
         super().__init__(**kwargs)
         registry.check_name(distortion)
         seed = check_seed(seed, optional=True)
-        pipeline._check_levels(distortion, levels, sampling)
+        pipeline.check_sampled_levels(distortion, levels, sampling)
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"fraction must be in [0, 1]. Received: fraction={fraction}")
         self.distortion = distortion

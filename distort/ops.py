@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from distort import kernels
-from distort._checks import check_level
+from distort.checks import check_level
 from distort.seeds import check_seed
 
 BORDERS = ("reflect", "constant", "nearest", "mirror")

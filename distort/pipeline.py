@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from distort import registry
-from distort._checks import check_level
+from distort.checks import check_level
 from distort.seeds import check_seed
 
 SAMPLINGS = ("choice", "uniform")
@@ -68,7 +68,7 @@ def _check_images(images, labels=None) -> None:
                          f"Received: {len(images)} images and {len(labels)} labels")
 
 
-def _check_levels(name: str, levels: Sequence[float], sampling: str) -> np.ndarray:
+def check_sampled_levels(name: str, levels: Sequence[float], sampling: str) -> np.ndarray:
     """Validates a distortion name, a sampling mode and the levels to draw from.
 
     Args:
@@ -83,6 +83,11 @@ def _check_levels(name: str, levels: Sequence[float], sampling: str) -> np.ndarr
         ValueError: For an unknown name or sampling, no levels, or a level
             outside the distortion's range.
         TypeError: For a level that is not a number.
+
+    Example:
+
+    >>> check_sampled_levels("awgn", [10, 20], "choice").tolist()
+    [10.0, 20.0]
     """
     registry.check_name(name)
     if sampling not in SAMPLINGS:
@@ -130,7 +135,7 @@ def distort_batch(images: tf.Tensor, distortions: dict[str, Sequence[float]], se
     k = tf.cast(tf.round(fraction * tf.cast(n, tf.float32)), tf.int32)
     clean, dirty = images[: n - k], images[n - k :]
     names = sorted(distortions)
-    tables = {name: _check_levels(name, distortions[name], sampling) for name in names}
+    tables = {name: check_sampled_levels(name, distortions[name], sampling) for name in names}
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
 
     def branch(name):
@@ -216,7 +221,7 @@ def _distorted_batches(images, labels, distortion, levels, element, *, fraction,
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
     table = _normalise_distortions(distortion, levels)
     for name, lv in table.items():
-        _check_levels(name, lv, sampling)
+        check_sampled_levels(name, lv, sampling)
     if epochs is not None:
         if repeat:
             raise ValueError("repeat must be False when epochs is given")

@@ -34,6 +34,7 @@ import tensorflow as tf
 from scipy import special
 
 from distort import presets, registry
+from distort.checks import check_class_labels
 from distort.io import atomic_path, atomic_write_text
 from distort.seeds import check_seed
 
@@ -144,16 +145,26 @@ def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     Args:
         probabilities: `[N, classes]` softmax outputs (logits are softmaxed:
             any row with a negative value or not summing to 1 is treated as logits).
-        labels: Integer labels `[N]`.
+        labels: Integer labels `[N]`, class indices in `[0, classes - 1]`.
 
     Returns:
         Sums of top1, top5, confidence, entropy, cross_entropy over the batch.
+
+    Raises:
+        ValueError: For a label outside `[0, classes - 1]`, naming the range.
     """
     p = np.asarray(probabilities, np.float64)
     if p.min() < 0 or not np.allclose(p.sum(-1), 1.0, atol=1e-3):
         p = np.exp(p - p.max(-1, keepdims=True))
         p /= p.sum(-1, keepdims=True)
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    if labels.size != p.shape[0]:
+        raise ValueError(f"labels must hold one label per row of probabilities. Received: "
+                         f"{labels.size} labels for {p.shape[0]} rows")
+    if labels.size and (labels.min() < 0 or labels.max() >= p.shape[1]):
+        bad = sorted({int(v) for v in labels[(labels < 0) | (labels >= p.shape[1])]})
+        raise ValueError(f"labels must be class indices in [0, {p.shape[1] - 1}] (the model has "
+                         f"{p.shape[1]} outputs). Received: labels out of range: {bad[:5]}")
     true = p[np.arange(len(labels)), labels]
     # Rank of the true class; ties go to the lower index, as argmax does.
     before = np.arange(p.shape[1])[None, :] < labels[:, None]
@@ -186,7 +197,8 @@ def sweep(models: Mapping[str, object], images: np.ndarray, labels: np.ndarray,
         models: Name -> a Keras model, or `(model, preprocess)` where
             `preprocess` maps float images on 0..255 to the model's input.
         images: uint8 or float images `[N, H, W, C]` on 0..255.
-        labels: Integer labels `[N]`.
+        labels: Integer labels `[N]`, class indices of every model: in
+            `[0, classes - 1]` for a model with `classes` outputs.
         distortions: Name -> levels; or a list of names whose levels come from
             `preset`; None for every distortion of `preset`.
         preset: The preset that supplies levels (see `distort.presets`).
@@ -201,6 +213,11 @@ def sweep(models: Mapping[str, object], images: np.ndarray, labels: np.ndarray,
 
     Returns:
         A `SweepResult`.
+
+    Raises:
+        ValueError: For empty images, labels of another length or outside a
+            model's class range (naming `labels` and the range), no model, or
+            a checkpoint made with other settings.
     """
     seed = check_seed(seed)
     images, labels = np.asarray(images), np.asarray(labels).reshape(-1)
@@ -211,6 +228,8 @@ def sweep(models: Mapping[str, object], images: np.ndarray, labels: np.ndarray,
                          f"Received: {len(images)} images and {len(labels)} labels")
     if not models:
         raise ValueError("models must name at least one model")
+    for spec in models.values():
+        check_class_labels(labels, _split_model(spec)[0])
     table = _distortion_table(distortions, preset)
     result = SweepResult(meta={"preset": preset, "n": int(len(images)), "seed": seed})
     done = set()

@@ -440,7 +440,7 @@ def resolve_distortions(
         raise ValueError(f"distortions must name at least one level. Received: {distortions}")
     # Check names and levels now, not inside tf.data: a custom apply_fn may add names.
     from distort import registry
-    from distort._checks import check_level
+    from distort.checks import check_level
 
     for name, level in choices:
         if name in registry.names():

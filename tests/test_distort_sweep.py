@@ -209,3 +209,39 @@ def test_sweep_refuses_a_checkpoint_from_other_settings(tmp_path, cifar10_small)
     with pytest.raises(ValueError, match="seed=1"):
         sweep({"net": tiny_classifier()}, x, y, {"awgn": [10]}, seed=2, checkpoint=ck,
               progress=False)
+
+
+@pytest.mark.parametrize("bad", [10, 12, -1])
+def test_sweep_refuses_labels_outside_the_class_range(tmp_path, bad):
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(10, activation="softmax")], name="ten")
+    x = np.zeros([4, 8, 8, 3], np.uint8)
+    y = np.array([0, 9, bad, 3])
+    ck = tmp_path / "sweep.json"
+    with pytest.raises(ValueError) as info:
+        sweep({"net": model}, x, y, {"awgn": [10.0]}, checkpoint=ck, progress=False)
+    assert str(info.value) == (f"labels must be class indices in [0, 9] (model 'ten' has 10 "
+                               f"outputs). Received: 1 labels out of range: [{bad}]")
+    assert not ck.exists()  # refused before any level is evaluated
+    # Labels at both ends of the range are accepted.
+    assert sweep({"net": model}, x, y.clip(0, 9), {"awgn": [10.0]}, progress=False).rows
+
+
+def test_sweep_refuses_labels_outside_the_range_of_a_model_without_output_shape():
+    def three_classes(images, training=False):  # a plain function: its class count shows at run time
+        return tf.nn.softmax(tf.zeros([tf.shape(images)[0], 3]))
+
+    x = np.zeros([2, 8, 8, 3], np.uint8)
+    with pytest.raises(ValueError, match=r"^labels must be class indices in \[0, 2\] \(the model "
+                                         r"has 3 outputs\)\. Received: labels out of range: \[3\]$"):
+        sweep({"f": three_classes}, x, np.array([0, 3]), {"awgn": [10.0]}, progress=False)
+    rows = sweep({"f": three_classes}, x, np.array([0, 2]), {"awgn": [10.0]}, progress=False).rows
+    assert [r["confidence"] for r in rows] == pytest.approx([1 / 3, 1 / 3])
+
+
+def test_score_refuses_labels_outside_the_class_range():
+    probs = np.full([2, 4], 0.25)
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 3\]"):
+        score(probs, [1, 4])
+    with pytest.raises(ValueError, match="one label per row"):
+        score(probs, [1])
