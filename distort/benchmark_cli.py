@@ -15,7 +15,6 @@ resume: every finished severity is kept in `<out>/benchmark-rows.json`.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 

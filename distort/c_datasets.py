@@ -12,7 +12,7 @@ Example:
 
 >>> from distort import c_datasets
 >>> x, y = c_datasets.load_cifar_c("CIFAR-10-C", "fog", 3)  # doctest: +SKIP
->>> x.shape
+>>> x.shape  # doctest: +SKIP
 (10000, 32, 32, 3)
 """
 

@@ -155,7 +155,7 @@ def defocus_blur(images, severity):
     Example:
 
     >>> import numpy as np
-    >>> defocus_blur(np.full([8, 8, 3], 7, np.uint8), 1).numpy().max()
+    >>> int(defocus_blur(np.full([8, 8, 3], 7, np.uint8), 1).numpy().max())
     7
     """
     def fn(x, s, _):
@@ -244,7 +244,7 @@ def motion_blur(images, severity, seed: int | None = None, angle=None):
     Example:
 
     >>> import numpy as np
-    >>> motion_blur(np.full([1, 32, 32, 3], 9, np.uint8), 2, angle=0.0).numpy().max()
+    >>> int(motion_blur(np.full([1, 32, 32, 3], 9, np.uint8), 2, angle=0.0).numpy().max())
     9
     """
     def fn(x, s, seed):
@@ -296,7 +296,7 @@ def zoom_blur(images, severity):
     Example:
 
     >>> import numpy as np
-    >>> zoom_blur(np.full([16, 16, 3], 50, np.uint8), 5).numpy().max()
+    >>> int(zoom_blur(np.full([16, 16, 3], 50, np.uint8), 5).numpy().max())
     50
     """
     def fn(x, s, _):
@@ -322,7 +322,7 @@ def gaussian_blur(images, severity):
     Example:
 
     >>> import numpy as np
-    >>> gaussian_blur(np.full([16, 16, 3], 50, np.uint8), 5).numpy().max()
+    >>> int(gaussian_blur(np.full([16, 16, 3], 50, np.uint8), 5).numpy().max())
     50
     """
     return corrupt(images, severity, lambda x, s, _: gaussian_filter(x, params("gaussian_blur", s)))

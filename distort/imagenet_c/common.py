@@ -98,7 +98,8 @@ def corrupt(images, severity, fn: Callable, seed=None, colour: bool = False,
     """
     severity = check_severity(severity)
     x, dtype, single = check_batch(images)
-    x = tf.cast(x, tf.float32) * (scale / 255.0)
+    x = tf.cast(x, tf.float32)
+    x = x / (255.0 / scale) if scale != 255.0 else x
     gray = x.shape[-1] == 1
     if gray and colour:
         x = tf.tile(x, [1, 1, 1, 3])
@@ -114,7 +115,7 @@ def corrupt(images, severity, fn: Callable, seed=None, colour: bool = False,
     y = tf.clip_by_value(y, 0.0, scale)
     if gray and colour:
         y = tf.tensordot(y, tf.constant(RGB2GRAY, tf.float32), [[3], [0]])[..., None]
-    return from_float_batch(y * (255.0 / scale), dtype, single)
+    return from_float_batch(y * (255.0 / scale) if scale != 255.0 else y, dtype, single)
 
 
 # ----------------------------------------------------------------------------

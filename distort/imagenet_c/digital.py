@@ -129,7 +129,7 @@ def elastic_transform(images, severity, seed: int | None = None, uniforms=None):
     Example:
 
     >>> import numpy as np
-    >>> elastic_transform(np.full([1, 32, 32, 3], 9, np.uint8), 5, seed=0).numpy().max()
+    >>> int(elastic_transform(np.full([1, 32, 32, 3], 9, np.uint8), 5, seed=0).numpy().max())
     9
     """
     def fn(x, s, seed):
@@ -222,7 +222,7 @@ def pixelate(images, severity):
     Example:
 
     >>> import numpy as np
-    >>> pixelate(np.full([1, 32, 32, 3], 5, np.uint8), 5).numpy().max()
+    >>> int(pixelate(np.full([1, 32, 32, 3], 5, np.uint8), 5).numpy().max())
     5
     """
     def fn(x, s, _):

@@ -59,7 +59,7 @@ def shot_noise(images, severity, seed: int | None = None):
     Example:
 
     >>> import numpy as np
-    >>> shot_noise(np.zeros([8, 8, 3], np.uint8), 5, seed=0).numpy().max()
+    >>> int(shot_noise(np.zeros([8, 8, 3], np.uint8), 5, seed=0).numpy().max())
     0
     """
     def fn(x, s, seed):
@@ -114,7 +114,7 @@ def speckle_noise(images, severity, seed: int | None = None):
     Example:
 
     >>> import numpy as np
-    >>> speckle_noise(np.zeros([8, 8, 3], np.uint8), 5, seed=0).numpy().max()
+    >>> int(speckle_noise(np.zeros([8, 8, 3], np.uint8), 5, seed=0).numpy().max())
     0
     """
     def fn(x, s, seed):
