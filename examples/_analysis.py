@@ -35,6 +35,7 @@ from deepcorrect.demo import slug  # noqa: E402
 from distort import presets  # noqa: E402
 from distort.cli_common import CLIError  # noqa: E402
 from distort.io import atomic_path, atomic_write_text  # noqa: E402
+from distort.seeds import seed_argument  # noqa: E402
 
 DEFAULT_DATA = "../shared/data/cifar10/cifar10.npz"
 DISTORTIONS = ("gaussian_blur", "awgn")
@@ -88,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser, full: Mapping[str, Any],
         parser.add_argument("--unit-site", choices=("conv", "batch_norm"), default=None,
                             help="where units read and write: the conv output (default, as the "
                                  "paper) or the output of the batch norm after it")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    parser.add_argument("--seed", type=seed_argument, default=0, help="seed of every random choice")
     parser.add_argument("--overwrite", action="store_true",
                         help="discard what an earlier run with other settings left in --out")
     parser.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2),

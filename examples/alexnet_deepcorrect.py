@@ -139,7 +139,8 @@ def build_alexnet(classes: int = 1000, weights: str | None = None) -> keras.Mode
     return model
 
 
-def deepcorr5(alexnet: keras.Model, ranks: Any, unit: str = "cw") -> keras.Model:
+def deepcorr5(alexnet: keras.Model, ranks: Any, unit: str = "cw",
+              seed: int | None = 0) -> keras.Model:
     """Wraps AlexNet as Deepcorr-5 (or -lite / -bottleneck with `unit`).
 
     Args:
@@ -147,12 +148,14 @@ def deepcorr5(alexnet: keras.Model, ranks: Any, unit: str = "cw") -> keras.Model
         ranks: a `deepcorrect.Ranking` of conv1..conv5, or a dict of layer
             name to channel indices, most susceptible first.
         unit: `"cw"` (Deepcorr-5), `"lite"` or `"bottleneck"`.
+        seed: the seed of the units' initial weights (`deepcorrect.wrap`);
+            None for fresh randomness. Defaults to 0.
 
     Returns:
         The wrapped model; only its correction units are trainable.
     """
     return deepcorrect.wrap(alexnet, ranks, beta=DEEPCORR5_BETA, unit=unit,
-                            layers=list(DEEPCORR5_BETA), kernel_size=DEEPCORR5_KERNEL)
+                            layers=list(DEEPCORR5_BETA), kernel_size=DEEPCORR5_KERNEL, seed=seed)
 
 
 def unit_table(model: keras.Model) -> list[dict[str, Any]]:

@@ -58,6 +58,8 @@ PAPER_METHODS = (
 
 
 def parse_args(argv=None):
+    from distort.seeds import seed_argument
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
@@ -78,7 +80,7 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs of every repair method (default 3); the rate drops x0.1 "
                              "before the last epoch")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=0)
     parser.add_argument("--overwrite", action="store_true",
                         help="discard an earlier run in --out and start afresh")
     return parser.parse_args(argv)

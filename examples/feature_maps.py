@@ -38,6 +38,7 @@ from deepcorrect.surgery import conv_layers  # noqa: E402
 from distort.cli_common import CLIError, fail_cleanly, load_model_spec, refuse_existing  # noqa: E402
 from distort.data import load_image_folder, read_image  # noqa: E402
 from distort.io import atomic_path, atomic_write_text  # noqa: E402
+from distort.seeds import seed_argument  # noqa: E402
 
 DEFAULT_PHOTO = "n02123394_Persian_cat.jpg"  # the photo of Dodge & Karam's Fig. 1 and 4
 SHOWN_CHANNELS = 8
@@ -184,7 +185,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--noise", type=float, default=50.0, help="AWGN sigma on 0..255 (default 50)")
     parser.add_argument("--images", type=int, default=200, help="photos averaged (default 200)")
     parser.add_argument("--quick", action="store_true", help="8 photos")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=0)
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)

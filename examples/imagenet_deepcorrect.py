@@ -57,6 +57,7 @@ from deepcorrect.costs import multiply_adds  # noqa: E402
 from deepcorrect.surgery import trainable_parameters  # noqa: E402
 from distort.cli_common import CLIError, fail_cleanly  # noqa: E402
 from distort.io import atomic_path, atomic_write_text  # noqa: E402
+from distort.seeds import seed_argument  # noqa: E402
 
 DEFAULT_DATA = "../shared/data/imagenet-samples"
 DEFAULT_WEIGHTS = "../shared/models/mobilenet_v2_1.0_224.weights.h5"
@@ -308,14 +309,18 @@ def ranking_rows(rankings, layers, distortions) -> list[dict[str, Any]]:
     return rows
 
 
-def build_model(kind: str, pretrained, ranking, layers, cfg):
-    """`"deepcorr"`: units on the top-beta filters of `layers`; `"finetune"`: those layers train."""
+def build_model(kind: str, pretrained, ranking, layers, cfg, seed: int = 0):
+    """`"deepcorr"`: units on the top-beta filters of `layers`; `"finetune"`: those layers train.
+
+    `seed` seeds the units' initial weights (`deepcorrect.wrap(seed=...)`).
+    """
     import deepcorrect
 
     if kind == "deepcorr":
         model = deepcorrect.wrap(pretrained, ranking, beta=cfg["beta"], unit=cfg["unit"],
                                  layers=layers, kernel_size=cfg["kernel_size"],
-                                 site="conv")  # the site of the documented results
+                                 site="conv",  # the site of the documented results
+                                 seed=seed)
         set_unit_bn_momentum(model, cfg["unit_bn_momentum"])
         return model
     # Finetune-k of the same layers. The batch norms after them stay frozen:
@@ -343,7 +348,8 @@ def train_stage(pretrained, preprocess, images, rankings, layers, cfg, seed, out
                 continue
             if verbose:
                 print(f"training {key} ...", flush=True)
-            model = build_model(kind, pretrained, rankings[distortion, "exact"], layers, cfg)
+            model = build_model(kind, pretrained, rankings[distortion, "exact"], layers, cfg,
+                                seed=seed)
             tick = time.perf_counter()
             history = deepcorrect.train(
                 model, images, None, distortion, presets.levels(LEVEL_PRESET, distortion),
@@ -496,10 +502,18 @@ def bn_check(pretrained, preprocess, images, labels, layers, cfg) -> dict[str, f
 
     Shows why Finetune keeps the batch norms frozen: with folded BN, a trainable
     BN in training mode normalises by batch statistics the network never used.
+    The trained models (`build_model`) keep them frozen; only this check makes them
+    trainable, on purpose, so `finetune`'s warning about folded batch norms, which
+    describes the very effect measured here, is silenced for this one call.
     """
+    import warnings
+
     import deepcorrect
 
-    model = deepcorrect.finetune(pretrained, len(layers), train_batch_norm=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"train_batch_norm=True trains the batch norms",
+                                category=UserWarning)
+        model = deepcorrect.finetune(pretrained, len(layers), train_batch_norm=True)
     x = images[: cfg["bn_check_photos"]].astype(np.float32)
     x = preprocess(x) if preprocess else x
     y = labels[: len(x)]
@@ -665,7 +679,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a handful of photos and a tiny budget (for tests)")
     parser.add_argument("--distortions", nargs="+", default=list(DISTORTIONS), choices=DISTORTIONS,
                         help="the distortions to rank, train and test for (default: both)")
-    parser.add_argument("--seed", type=int, default=0, help="split, distortion and training seed")
+    parser.add_argument("--seed", type=seed_argument, default=0,
+                        help="split, distortion and training seed")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1))
     return parser.parse_args(argv)
 

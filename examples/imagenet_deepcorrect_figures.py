@@ -47,6 +47,7 @@ sys.path.insert(0, str(EXAMPLES))
 import imagenet_deepcorrect as experiment  # noqa: E402
 from distort.cli_common import CLIError, fail_cleanly  # noqa: E402
 from distort.io import atomic_path, atomic_write_text  # noqa: E402
+from distort.seeds import seed_argument  # noqa: E402
 
 # Vehicles are spread over the alphabetical artifact classes (398-923).
 VEHICLES = (403, 404, 407, 408, 436, 444, 466, 468, 472, 484, 510, 511, 554, 555, 561, 565,
@@ -319,7 +320,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Gaussian blur sigma of the Hamming maps")
     parser.add_argument("--hamming-photos", type=int, default=32,
                         help="test photos averaged in the Hamming maps")
-    parser.add_argument("--seed", type=int, default=0, help="t-SNE and distortion seed")
+    parser.add_argument("--seed", type=seed_argument, default=0, help="t-SNE and distortion seed")
     return parser.parse_args(argv)
 
 

@@ -246,7 +246,8 @@ class Run:
 
         def train():
             keras.utils.set_random_seed(self.seed)
-            restorer = qrnet.build_qrnet(input_shape=(32, 32, 3), name=name, **config["restorer"])
+            restorer = qrnet.build_qrnet(input_shape=(32, 32, 3), name=name, seed=self.seed,
+                                         **config["restorer"])
             specs = [qrnet.ClassifierSpec(classifiers[c], CLASSIFIERS[c]["preprocessing"], name=c)
                      for c in spec["classifiers"]]
             trainer = qrnet.QualityRecoveryTrainer(restorer, specs, mode=spec["mode"])
@@ -486,6 +487,8 @@ def run_example(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv=None):
+    from distort.seeds import seed_argument
+
     parser = argparse.ArgumentParser(
         description="CIFAR-10: classifier alone vs RecNet, QRNet and MQRNet under noise and "
                     "blur, in front of a seen and an unseen classifier."
@@ -497,7 +500,7 @@ def parse_args(argv=None):
     parser.add_argument("--figures", default=None,
                         help="folder for the PNG figures (default: --out)")
     parser.add_argument("--quick", action="store_true", help="a smoke run on a few hundred images")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=0)
     parser.add_argument("--overwrite", action="store_true",
                         help="discard a run with other settings in --out")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),

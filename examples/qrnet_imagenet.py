@@ -52,6 +52,7 @@ sys.path.insert(0, str(EXAMPLES))
 import imagenet_deepcorrect as deepcorrect_example  # noqa: E402
 from distort.cli_common import CLIError, fail_cleanly  # noqa: E402
 from distort.io import atomic_path, atomic_write_text  # noqa: E402
+from distort.seeds import seed_argument  # noqa: E402
 
 DEFAULT_DATA = deepcorrect_example.DEFAULT_DATA
 DEFAULT_WEIGHTS = deepcorrect_example.DEFAULT_WEIGHTS
@@ -110,8 +111,7 @@ def train_stage(mode: str, classifier, preprocess, images, labels, size: int, cf
 
     `mode` is `"recnet"` (L1 only: the classifier is left out of the loss and of the
     graph) or `"qrnet"` (L1 + lambda x cross-entropy of the frozen classifier). Both start
-    from the same initial weights (built after `set_random_seed(seed)`) and see the same
-    batches.
+    from the same initial weights (`build_qrnet(seed=seed)`) and see the same batches.
     """
     import keras
 
@@ -124,7 +124,8 @@ def train_stage(mode: str, classifier, preprocess, images, labels, size: int, cf
     if verbose:
         print(f"training {mode} ...", flush=True)
     keras.utils.set_random_seed(seed)
-    restorer = qrnet.build_qrnet(input_shape=(size, size, 3), name=mode, **cfg["restorer"])
+    restorer = qrnet.build_qrnet(input_shape=(size, size, 3), name=mode, seed=seed,
+                                 **cfg["restorer"])
     if mode == "qrnet":
         spec = qrnet.ClassifierSpec(classifier, preprocessing=preprocess, name=CLASSIFIER_NAME)
         trainer = qrnet.QualityRecoveryTrainer(restorer, spec, lambdas=cfg["lambda"], mode=mode)
@@ -316,7 +317,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--figures", help="folder for the two figures (default: --out)")
     parser.add_argument("--quick", action="store_true",
                         help="16 photos, a tiny restorer and one epoch (for tests)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=seed_argument, default=0,
                         help="split, initialisation, batch and distortion seed")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1))
     return parser.parse_args(argv)

@@ -44,6 +44,7 @@ QUICK = {"repair_images": 256, "test_images": 128, "epochs": 1, "batch_size": 64
 
 def main(argv=None) -> int:
     from distort.cli_common import fail_cleanly
+    from distort.seeds import seed_argument
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="a trained CIFAR-10 .keras taking 0..255 pixels")
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
     p.add_argument("--distortions", nargs="+", default=["gaussian_blur", "awgn"])
     p.add_argument("--mixture", action="store_true", help="one repair over all --distortions")
     p.add_argument("--quick", action="store_true", help="a few hundred images, one epoch")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_argument, default=0)
     return fail_cleanly(run, p.parse_args(argv))
 
 

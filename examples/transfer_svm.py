@@ -52,6 +52,7 @@ from distort import presets  # noqa: E402
 from distort.cli_common import CLIError, fail_cleanly, load_model_spec, refuse_existing  # noqa: E402
 from distort.data import load_images, preprocessor  # noqa: E402
 from distort.io import atomic_path, atomic_write_text  # noqa: E402
+from distort.seeds import seed_argument  # noqa: E402
 
 # C of the linear SVMs, one per decade, chosen on the validation images.
 C_GRID = (0.0001, 0.001, 0.01, 0.1, 1.0)
@@ -282,7 +283,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", default="deepcorrect_imagenet", help="level preset")
     parser.add_argument("--quick", action="store_true",
                         help="3 classes, 10 images each, 1 split, the first level only")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=0)
     parser.add_argument("--out", required=True)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)

@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         def compute(name=name, n=n) -> dict:
             keras.utils.set_random_seed(analysis.seed)
             if n is None:
-                model = baselines.reinitialized(base)
+                model = baselines.reinitialized(base, seed=analysis.seed)
                 optimizer = keras.optimizers.Adam(cfg["learning_rate"])
                 schedule = step_schedule(cfg["learning_rate"], 0.1,
                                          max(1, settings["retrain_epochs"] - 1))

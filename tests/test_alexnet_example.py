@@ -60,6 +60,18 @@ def test_deepcorr5_equals_alexnet_at_initialisation(alexnet):
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(alexnet(x)), atol=1e-6)
 
 
+def test_deepcorr5_seeds_its_units_from_seed(alexnet):
+    ranks = alexnet_example.identity_ranks(alexnet)
+
+    def unit_weights(seed):
+        model = alexnet_example.deepcorr5(alexnet, ranks, "bottleneck", seed=seed)
+        return [np.asarray(w) for w in model.trainable_weights]
+
+    first, again, other = unit_weights(1), unit_weights(1), unit_weights(2)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
 def test_local_response_normalization_matches_the_formula():
     layer = alexnet_example.LocalResponseNormalization()
     a = np.random.default_rng(2).normal(0, 30, size=(1, 2, 3, 8)).astype("float32")
