@@ -477,10 +477,10 @@ def test_distorted_repair_images_are_seeded_and_mixed_per_image():
 @pytest.mark.parametrize("text,steps", [
     ("finetune:k=3,learning_rate=0.01", [{"kind": "finetune", "k": 3, "learning_rate": 0.01}]),
     ("bn_adapt:prior=16+deepcorrect:first=3,site=conv",
-     [{"kind": "bn_adapt", "prior": 16},
+     [{"kind": "bn_adapt", "prior": 16, "fraction": 0.5},
       {"kind": "deepcorrect", "beta": 0.5, "unit": "cw", "site": "conv", "first": 3,
        "learning_rate": 0.1}]),
-    ("tent:epochs=none", [{"kind": "tent", "learning_rate": 1e-3, "epochs": None}]),
+    ("tent:epochs=none,fraction=1", [{"kind": "tent", "learning_rate": 1e-3, "epochs": None, "fraction": 1}]),
 ])
 def test_method_options_on_the_command_line_fill_the_steps(text, steps):
     from deepcorrect import ladder
