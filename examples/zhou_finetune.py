@@ -94,7 +94,11 @@ def parameter_layers(model: keras.Model) -> list[str]:
 
 
 def first_n(pretrained: keras.Model, n: int) -> keras.Model:
-    """Zhou's first-N: a copy whose first N parameter layers (and their batch norms) train."""
+    """Zhou's first-N: a copy whose first N parameter layers (and their batch norms) train.
+
+    The batch norms follow `deepcorrect.finetune`'s `train_batch_norm="auto"`: folded ones
+    (`deepcorrect.folded_batch_norms`, e.g. never trained) stay frozen.
+    """
     from deepcorrect.baselines import copy_model, finetune_layer_names
     from deepcorrect.surgery import conv_layers, leaf_layers
 

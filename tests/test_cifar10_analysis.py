@@ -298,11 +298,20 @@ def test_gradient_variance_matches_scipy_sobel():
 
 
 def test_first_n_trains_the_first_parameter_layers():
+    import keras
+
     from deepcorrect.networks import build_network
 
     zhou = load_example("zhou_finetune")
     model = build_network("cifar10_quick", (32, 32, 3))
     assert zhou.parameter_layers(model) == ["conv1", "conv2", "conv3", "dense1", "predictions"]
+    # An untrained network's batch norms look folded (mean 0, variance 1, gamma 1), and
+    # folded ones stay frozen (train_batch_norm="auto"); a trained network's train.
+    untrained = {w.path.split("/")[0] for w in zhou.first_n(model, 1).trainable_weights}
+    assert untrained == {"conv1"}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_variance.assign(np.full(layer.moving_variance.shape, 2.0, "float32"))
     trained = {n: {w.path.split("/")[0] for w in zhou.first_n(model, n).trainable_weights}
                for n in (1, 4, 5)}
     assert trained[1] == {"conv1", "bn1"}
