@@ -174,7 +174,10 @@ def test_session_in_subprocesses(tmp_path, files):
     run_session(files, tmp_path, "gaussian_blur")
 
 
+# The project's own distortions; the ImageNet-C ones (`imagenet_c.*`) go through `rank` in
+# process above, which is where a distortion name meets the session.
 @pytest.mark.slow
-@pytest.mark.parametrize("distortion", [d for d in registry.names() if d != "gaussian_blur"])
+@pytest.mark.parametrize("distortion", [d for d in registry.names()
+                                        if d != "gaussian_blur" and not d.startswith("imagenet_c.")])
 def test_session_in_subprocesses_for_every_distortion(tmp_path, files, distortion):
     run_session(files, tmp_path, distortion)
