@@ -102,6 +102,7 @@ def finetune_layer_names(
     ['c1', 'bn1']
     """
     check_train_batch_norm(train_batch_norm)
+    check_model(model)
     leaves = leaf_layers(model)
     convs = [layer for layer in leaves if isinstance(layer, CONV_LAYER_TYPES)]
     if not convs:
@@ -159,6 +160,7 @@ def finetune(
         A new model with the pretrained weights copied.
 
     Raises:
+        TypeError: if `pretrained` is not a Functional or Sequential model.
         ValueError: if `k` is not in `[1, number of conv layers]` or `"all"`,
             `train_batch_norm` is not True, False or "auto", or the model has
             no conv layers.
