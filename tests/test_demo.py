@@ -76,7 +76,7 @@ def test_report_ends_with_the_recommended_repair(quick_run):
     expected = best if mean[best] > mean["Baseline"] else "Baseline"
     section = (quick_run / "report.md").read_text().split("## Which repair?")[1]
     assert f"**{expected}**" in section
-    assert {"BN-adapt", "TENT", "BN-adapt+DeepCorrect"} <= set(names)
+    assert {"BN-adapt", "TENT", "BN-adapt+DeepCorrect+TENT"} <= set(names)
 
 
 def test_rerun_is_refused_then_resumes_without_retraining(quick_run, capsys):
