@@ -68,57 +68,38 @@ __all__ = [
     "site_for",
 ]
 
+
+def _layer_classes(*names: str) -> tuple[type, ...]:
+    """The classes of `keras.layers` named `names`, leaving out any this Keras lacks."""
+    return tuple(getattr(keras.layers, name) for name in names if hasattr(keras.layers, name))
+
+
 # The convolution classes whose output channels are ranked.
-CONV_TYPES: tuple[type, ...] = tuple(
-    getattr(keras.layers, name)
-    for name in (
-        "Conv1D",
-        "Conv2D",
-        "Conv3D",
-        "Conv1DTranspose",
-        "Conv2DTranspose",
-        "Conv3DTranspose",
-        "DepthwiseConv1D",
-        "DepthwiseConv2D",
-        "SeparableConv1D",
-        "SeparableConv2D",
-    )
-    if hasattr(keras.layers, name)
+CONV_TYPES: tuple[type, ...] = _layer_classes(
+    "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+    "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
 )
 
 # Layers that make up the "BN/activation chain" after a conv: per-channel maps
 # that keep the channel count and are what `site="post_activation"` walks.
-CHAIN_TYPES: tuple[type, ...] = tuple(
-    getattr(keras.layers, name)
-    for name in (
-        "BatchNormalization",
-        "Activation",
-        "ReLU",
-        "LeakyReLU",
-        "PReLU",
-        "ELU",
-    )
-    if hasattr(keras.layers, name)
+CHAIN_TYPES: tuple[type, ...] = _layer_classes(
+    "BatchNormalization", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU",
 )
 
 # Layers whose output channel c depends only on input channel c (in inference
 # mode): the exact method swaps after a chain of them (`push_swap_point`).
-PER_CHANNEL_TYPES: tuple[type, ...] = tuple(
-    getattr(keras.layers, name)
-    for name in (
-        "BatchNormalization", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU",
-        "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
-        "GaussianNoise", "GaussianDropout", "AlphaDropout",
-        "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
-        "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
-        "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
-        "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-        "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
-        "Cropping1D", "Cropping2D", "Cropping3D",
-        "UpSampling1D", "UpSampling2D", "UpSampling3D",
-        "DepthwiseConv1D", "DepthwiseConv2D",
-    )
-    if hasattr(keras.layers, name)
+PER_CHANNEL_TYPES: tuple[type, ...] = _layer_classes(
+    "BatchNormalization", "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU",
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+    "GaussianNoise", "GaussianDropout", "AlphaDropout",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+    "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+    "Cropping1D", "Cropping2D", "Cropping3D",
+    "UpSampling1D", "UpSampling2D", "UpSampling3D",
+    "DepthwiseConv1D", "DepthwiseConv2D",
 )
 
 
