@@ -59,9 +59,7 @@ folded = deepcorrect.adapt_batch_norm(mobilenet, blurred, source_images=photos,
 
 from __future__ import annotations
 
-import math
 import os
-from numbers import Integral, Real
 from typing import Any, Callable, Iterator
 
 import keras
@@ -71,12 +69,14 @@ import tensorflow as tf
 from deepcorrect.batch_norm import folded_batch_norms
 from deepcorrect.batch_norm_program import BatchNormProgram, Moments, batch_norm_layers
 from deepcorrect.checks import check_image_size, check_model
+from distort.checks import check_level
 from distort.preprocessing import Preprocess
 from distort.preprocessing import resolve as resolve_preprocessing
+from distort.training_checks import check_count
 
 __all__ = ["CACHE_BYTES", "IN_MEMORY_BYTES", "ImageBatches", "adapt_batch_norm",
-           "batch_norm_layers", "check_images", "check_number", "check_positive_int",
-           "copy_keeping_trainable", "match_source_statistics", "prepare", "reestimate"]
+           "batch_norm_layers", "check_images", "copy_keeping_trainable",
+           "match_source_statistics", "prepare", "reestimate"]
 
 def _physical_memory() -> int:
     """Bytes of physical memory (1 GiB where the system does not say)."""
@@ -94,52 +94,6 @@ CACHE_BYTES = 256 * 2**20
 # memory, between 1 and 8 GiB; MobileNetV2 at 224 px needs 9.3 MiB an image); above it, in
 # one pass over the images per group of independent batch norms (52 for MobileNetV2).
 IN_MEMORY_BYTES = min(8 * 2**30, max(2**30, int(0.35 * _physical_memory())))
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """`value` as an int if it is an integer >= 1, else a ValueError naming `name`.
-
-    Example:
-
-    >>> check_positive_int("batch_size", 32)
-    32
-    """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
-
-
-def check_number(name: str, value: Any, low: float = 0.0, low_inclusive: bool = True) -> float:
-    """`value` as a float if it is a finite real number above `low`, else an error.
-
-    Args:
-        name: the argument's name, for the message.
-        value: the value.
-        low: the lower bound.
-        low_inclusive: whether `low` itself is allowed. Defaults to True.
-
-    Returns:
-        The value as a float.
-
-    Raises:
-        TypeError: for a value that is not a real number (bools and strings
-            included).
-        ValueError: for NaN, infinity or a value below the bound.
-
-    Example:
-
-    >>> check_number("learning_rate", 0.001, low_inclusive=False)
-    0.001
-    """
-    bound = f"{'>=' if low_inclusive else '>'} {low}"
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value.item()
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a finite number {bound}. Received: {name}={value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < low or (value == low and not low_inclusive):
-        raise ValueError(f"{name} must be a finite number {bound}. Received: {name}={value}")
-    return value
 
 
 def check_images(images: Any, model: keras.Model, name: str = "images") -> np.ndarray:
@@ -321,7 +275,7 @@ def prepare(model: keras.Model, images: Any, source_images: Any, batch_size: Any
     Raises:
         ValueError: see `adapt_batch_norm`.
     """
-    batch_size = check_positive_int("batch_size", batch_size)
+    batch_size = check_count("batch_size", batch_size)
     BatchNormProgram(model).require_batch_norm()  # refused before anything is copied
     images = check_images(images, model, "images")
     source = None if source_images is None else check_images(source_images, model,
@@ -402,7 +356,7 @@ def adapt_batch_norm(model: keras.Model, images, *, source_images=None,
     True
     """
     if prior is not None:
-        prior = check_number("prior", prior, low=0.0)
+        prior = check_level("prior", prior, 0.0)
     program, batches = prepare(model, images, source_images, batch_size, preprocess,
                                check_folded, verbose)
     reestimate(program, batches, prior, verbose)

@@ -248,15 +248,13 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
     from deepcorrect.checks import check_model
     from deepcorrect.costs import inference_ms, multiply_adds
     from distort.seeds import check_seed
+    from distort.training_checks import check_count
 
     check_model(model)
     seed = check_seed(seed)
     if not isinstance(mixture, bool):
         raise TypeError(f"mixture must be True or False. Received: mixture={mixture!r}")
-    if isinstance(timing_images, bool) or not isinstance(timing_images, (int, np.integer)) \
-            or timing_images < 1:
-        raise ValueError(f"timing_images must be an integer >= 1. Received: "
-                         f"timing_images={timing_images!r}")
+    timing_images = check_count("timing_images", timing_images)
     table = resolve_levels(distortions, levels, preset)
     resolved = ladder.resolve_methods(methods)
     budget = ladder.resolve_budget(budget)

@@ -289,15 +289,12 @@ def resolve_budget(budget: int | Mapping[str, Any] | None) -> dict[str, Any]:
     unknown = sorted(set(budget) - set(DEFAULT_BUDGET))
     if unknown:
         raise ValueError(f"budget keys must be among {sorted(DEFAULT_BUDGET)}. Received: {unknown}")
+    from distort.training_checks import check_count
+
     out = {**DEFAULT_BUDGET, **budget}
     for key, value in out.items():
-        if value is None and key == "images":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"budget[{key!r}] must be an integer >= 1"
-                             + (" or None (every image)" if key == "images" else "")
-                             + f". Received: {key}={value!r}")
-        out[key] = int(value)
+        out[key] = check_count(f"budget[{key!r}]", value,
+                               none_ok="every image" if key == "images" else False)
     return out
 
 
@@ -368,9 +365,9 @@ def distorted_images(images, distortions: Mapping[str, Sequence[float]], seed: i
     2
     """
     import distort
+    from distort.checks import check_level
 
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be a number in [0, 1]. Received: fraction={fraction!r}")
+    fraction = check_level("fraction", fraction, 0.0, 1.0)
     images = np.asarray(images)
     names = sorted(distortions)
     rng = np.random.default_rng(seed)
@@ -523,12 +520,10 @@ def rank_for(model, data: RepairData, folder: Path, first: int | None = None):
         distortion = MixtureDistortion(data.distortions)
         levels = list(range(len(distortion.pairs)))
     from deepcorrect.surgery import conv_layers
+    from distort.training_checks import check_count
 
     layers = None
-    if first is not None:
-        if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or first < 1:
-            raise ValueError(f"first (of a deepcorrect step) must be an integer >= 1 or None. "
-                             f"Received: first={first!r}")
+    if check_count("first", first, none_ok="every conv layer") is not None:
         layers = [layer.name for layer in conv_layers(model)][: int(first)]
     return deepcorrect.rank(model, data.images[:n], labels[:n], distortion, levels,
                             layers=layers, method="approx", seed=data.seed, progress=bool(data.verbose),

@@ -49,13 +49,12 @@ import tensorflow as tf
 
 from deepcorrect.adaptation import (
     ImageBatches,
-    check_number,
-    check_positive_int,
     prepare,
     reestimate,
 )
 from deepcorrect.batch_norm_program import BatchNormProgram
 from distort.seeds import check_seed
+from distort.training_checks import check_count, check_rate
 
 # Optimizers of the paper: Adam, or SGD with momentum 0.9.
 OPTIMIZERS = ("adam", "sgd")
@@ -194,10 +193,10 @@ def tent(model: keras.Model, images, *, source_images=None, epochs: int = 1,
     >>> len(adapted.weights) == len(model.weights)
     True
     """
-    epochs = check_positive_int("epochs", epochs)
+    epochs = check_count("epochs", epochs)
     if steps is not None:
-        steps = check_positive_int("steps", steps)
-    learning_rate = check_number("learning_rate", learning_rate, low=0.0, low_inclusive=False)
+        steps = check_count("steps", steps)
+    learning_rate = check_rate("learning_rate", learning_rate)
     seed = check_seed(seed)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}. Received: "

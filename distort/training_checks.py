@@ -82,7 +82,8 @@ def check_rate(name: str, value: Any, none_ok: bool | str = False) -> float | No
 
     Args:
         name: The argument's name, used in the message.
-        value: The value to check. Booleans, NaN and infinities are refused.
+        value: The value to check (a number or a 0-d array). Booleans, NaN and infinities
+            are refused.
         none_ok: Whether None is allowed; a string says what None means, for the message.
             Defaults to False.
 
@@ -101,6 +102,8 @@ def check_rate(name: str, value: Any, none_ok: bool | str = False) -> float | No
     allowed = "a finite number > 0" + _or_none(none_ok)
     if value is None and none_ok:
         return None
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
         raise TypeError(f"{name} must be {allowed}. Received: {name}={value!r}")
     if not math.isfinite(float(value)) or not float(value) > 0:
