@@ -22,7 +22,10 @@ JPEG2000_BACKENDS = ("pillow", "glymur")
 JPEG2000_PSNR_RANGE = (10.0, 80.0)
 
 
-def jpeg(images, quality):
+JPEG_DCT_METHODS = ("", "INTEGER_FAST", "INTEGER_ACCURATE")
+
+
+def jpeg(images, quality, dct_method: str = ""):
     """JPEG compression at a libjpeg quality factor (Dodge & Karam: 2..20).
 
     Encodes and decodes every image with TensorFlow's libjpeg ops (4:2:0
@@ -31,6 +34,9 @@ def jpeg(images, quality):
     Args:
         images: NHWC or HWC images, uint8 or float on 0..255, 1 or 3 channels.
         quality: Quality factor, an integer in 1..100; a number or one per image.
+        dct_method: The decoder's inverse DCT (`tf.io.decode_jpeg`): "" (TensorFlow's
+            default, the fast one), "INTEGER_FAST", or "INTEGER_ACCURATE" (Pillow's
+            default, up to 3 grey levels away from the fast one).
 
     Returns:
         The decoded images, same shape and dtype.
@@ -41,6 +47,9 @@ def jpeg(images, quality):
     >>> jpeg(np.zeros([8, 8, 3], np.uint8), 50).dtype
     tf.uint8
     """
+    if dct_method not in JPEG_DCT_METHODS:
+        raise ValueError(f"dct_method must be one of {JPEG_DCT_METHODS}. "
+                         f"Received: dct_method={dct_method!r}")
     images, quality = check_levels(images, "quality", quality, 1, 100)
     if isinstance(quality, float) and quality != int(quality):
         raise ValueError(f"quality must be an integer in 1..100. Received: quality={quality}")
@@ -50,7 +59,7 @@ def jpeg(images, quality):
     def code(args):
         image, q = args
         data = tf.raw_ops.EncodeJpegVariableQuality(images=image, quality=q)
-        return tf.image.decode_jpeg(data, channels=channels)
+        return tf.image.decode_jpeg(data, channels=channels, dct_method=dct_method)
 
     if isinstance(quality, float):
         # One quality for the batch: no per-image quality tensor to carry along.

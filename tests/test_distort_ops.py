@@ -273,6 +273,20 @@ def test_jpeg_per_image_quality(photos):
         np.testing.assert_array_equal(got[i], distort.jpeg(photos[i], int(q[i])).numpy())
 
 
+def test_jpeg_accurate_dct_decodes_as_pillow(photos):
+    # Pillow decodes with libjpeg's accurate integer DCT; the default (fast) DCT differs.
+    quality = 10
+    got = distort.jpeg(photos, quality, dct_method="INTEGER_ACCURATE").numpy()
+    for i, im in enumerate(photos):
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, "JPEG", quality=quality)
+        np.testing.assert_array_equal(got[i], np.asarray(Image.open(io.BytesIO(buf.getvalue()))))
+    np.testing.assert_array_equal(distort.jpeg(photos, quality).numpy(),
+                                  distort.jpeg(photos, quality, dct_method="INTEGER_FAST").numpy())
+    with pytest.raises(ValueError, match="dct_method must be one of .*Received: dct_method='fast'"):
+        distort.jpeg(photos, quality, dct_method="fast")
+
+
 @pytest.mark.parametrize("backend", ["pillow", "glymur"])
 def test_jpeg2000_reaches_the_target_psnr(photos, backend):
     if backend == "glymur" and not distort.glymur_available():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from distort.codecs import jpeg
 from distort.imagenet_c.common import corrupt, fold_seed, gaussian_filter, params, static_size
 
 
@@ -241,9 +242,9 @@ def pixelate(images, severity):
 def jpeg_compression(images, severity):
     """ImageNet-C JPEG: libjpeg at quality 25, 18, 15, 10, 7, as Pillow saves and reads it.
 
-    Encoded with 4:2:0 chroma subsampling and decoded with libjpeg's accurate
-    integer DCT, Pillow's default (`distort.jpeg` decodes with the fast DCT,
-    up to 3 grey levels away from Pillow's pixels).
+    `distort.jpeg` (4:2:0 chroma subsampling), decoded with libjpeg's accurate
+    integer DCT, Pillow's default (`distort.jpeg` decodes with the fast DCT by
+    default, up to 3 grey levels away from Pillow's pixels).
 
     Args:
         images: NHWC or HWC images, uint8 or float on 0..255.
@@ -259,15 +260,6 @@ def jpeg_compression(images, severity):
     TensorShape([1, 16, 16, 3])
     """
     def fn(x, s, _):
-        quality = params("jpeg_compression", s)
-        x8 = tf.cast(tf.round(x), tf.uint8)
-        channels = x8.shape[-1] or 0
-
-        def code(image):
-            data = tf.io.encode_jpeg(image, quality=quality)
-            return tf.io.decode_jpeg(data, channels=channels, dct_method="INTEGER_ACCURATE")
-
-        y = tf.map_fn(code, x8, fn_output_signature=tf.uint8)
-        return tf.cast(tf.ensure_shape(y, x8.shape), tf.float32)
+        return jpeg(x, params("jpeg_compression", s), dct_method="INTEGER_ACCURATE")
 
     return corrupt(images, severity, fn, scale=255.0)
