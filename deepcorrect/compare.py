@@ -157,18 +157,25 @@ def _digest(*arrays) -> str:
 
 
 def prepare_folder(out: str | os.PathLike, config: Mapping[str, Any], overwrite: bool,
-                   outputs: Sequence[str] = OUTPUTS) -> Path:
+                   outputs: Sequence[str] = OUTPUTS, argument: str = "out_dir") -> Path:
     """Creates or reuses a run's folder, keeping its settings in `config.json`.
 
     A folder holding a run with other settings is refused unless `overwrite`, which
     removes what an earlier run wrote (the names in `outputs` only) and starts afresh.
+
+    Args:
+        out: the folder.
+        config: the run's settings (JSON-serialisable).
+        overwrite: start afresh, removing `outputs`.
+        outputs: the names in the folder a run writes.
+        argument: the folder's argument name, for messages (`"--out"` on a command line).
 
     Raises:
         ValueError: for a file in place of the folder, or other settings without `overwrite`.
     """
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"out_dir must be a folder. Received a file: {folder}")
+        raise ValueError(f"{argument} must be a folder. Received a file: {folder}")
     if overwrite:
         for name in outputs:
             target = folder / name

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -222,26 +221,12 @@ def prepare_output(out: str | os.PathLike, config: Mapping[str, Any], overwrite:
     Raises:
         ValueError: as described.
     """
+    from deepcorrect.compare import prepare_folder
+
     folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--out must be a folder. Received a file: {folder}")
-    if overwrite:
-        for name in OUTPUTS:
-            target = folder / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    if (folder / REPORT_FILE).exists():
+    if not overwrite and folder.is_dir() and (folder / REPORT_FILE).exists():
         raise ValueError(f"output exists: {folder / REPORT_FILE} (pass --overwrite to replace it)")
-    saved = folder / CONFIG_FILE
-    text = json.dumps(config, indent=1, sort_keys=True)
-    if saved.is_file() and json.loads(saved.read_text()) != json.loads(text):
-        raise ValueError(f"{folder} holds an interrupted run with other settings "
-                         f"(see {saved}); pass --overwrite or choose another --out")
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(saved, text)
-    return folder
+    return prepare_folder(folder, config, overwrite, OUTPUTS, argument="--out")
 
 
 def _say(message: str) -> None:
