@@ -25,6 +25,7 @@ from scipy import ndimage
 from distort.imagenet_c.common import (
     clipped_zoom,
     corrupt,
+    corruption_doc,
     fold_seed,
     gaussian_filter,
     line_blur,
@@ -135,6 +136,7 @@ def _defocus(padded: tf.Tensor, severity: int) -> tf.Tensor:
     return tf.map_fn(one, (padded, running), fn_output_signature=padded.dtype)
 
 
+@corruption_doc("The blurred images")
 def defocus_blur(images, severity):
     """ImageNet-C defocus blur: the reference's anti-aliased disk, radius 3 .. 10.
 
@@ -144,13 +146,6 @@ def defocus_blur(images, severity):
     Gaussian, and the few taps on the kernel grid's edge where the
     reference's blur of the kernel reflects (so its kernel sums to a little
     more than 1 at radius 8 and 10, as here).
-
-    Args:
-        images: NHWC or HWC images, uint8 or float on 0..255.
-        severity: An integer 1..5, or one per image.
-
-    Returns:
-        The blurred images, same shape and dtype.
 
     Example:
 
@@ -169,6 +164,7 @@ def defocus_blur(images, severity):
 # ----------------------------------------------------------------------------
 # Glass blur: blur, local pixel shuffle, blur
 # ----------------------------------------------------------------------------
+@corruption_doc("The blurred images", seed="Seed of the shuffle; `None` draws a fresh one.")
 def glass_blur(images, severity, seed: int | None = None):
     """ImageNet-C glass blur: Gaussian blur, a local pixel shuffle, Gaussian blur.
 
@@ -184,14 +180,6 @@ def glass_blur(images, severity, seed: int | None = None):
     less from the plain blur: 72% to 77% of the reference's RMS change at
     severities 2 to 5 on photos, the same at severity 1, with the same
     coarse spectrum.
-
-    Args:
-        images: NHWC or HWC images, uint8 or float on 0..255.
-        severity: An integer 1..5, or one per image.
-        seed: Seed of the shuffle; `None` draws a fresh one.
-
-    Returns:
-        The blurred images, same shape and dtype.
 
     Example:
 
@@ -223,6 +211,11 @@ def glass_blur(images, severity, seed: int | None = None):
 # ----------------------------------------------------------------------------
 # Motion blur: a line of Gaussian-weighted taps at a random angle
 # ----------------------------------------------------------------------------
+@corruption_doc(
+    "The blurred images",
+    seed="Seed of the angles; `None` draws fresh ones.",
+    angle="Optional angle in degrees (a number, or one per image) instead of the random one.",
+)
 def motion_blur(images, severity, seed: int | None = None, angle=None):
     """ImageNet-C motion blur: a one-sided Gaussian line at a random angle.
 
@@ -230,16 +223,6 @@ def motion_blur(images, severity, seed: int | None = None, angle=None):
     ImageMagick): 2 radius + 1 shifted copies of the image along a line at an
     angle drawn uniformly from [-45, 45] degrees per image, weighted by a
     one-sided Gaussian (radius 10 .. 20, sigma 3 .. 15), edges repeated.
-
-    Args:
-        images: NHWC or HWC images, uint8 or float on 0..255.
-        severity: An integer 1..5, or one per image.
-        seed: Seed of the angles; `None` draws fresh ones.
-        angle: Optional angle in degrees (a number, or one per image) instead
-            of the random one.
-
-    Returns:
-        The blurred images, same shape and dtype.
 
     Example:
 
@@ -276,6 +259,7 @@ def _zoom_sum(x: tf.Tensor, severity: int) -> tf.Tensor:
     return out / (len(zooms) + 1)
 
 
+@corruption_doc("The blurred images", static=True)
 def zoom_blur(images, severity):
     """ImageNet-C zoom blur: the mean of the image and of zoomed centre crops.
 
@@ -284,14 +268,6 @@ def zoom_blur(images, severity):
     ceil(size / z) pixels zoomed back by z with bilinear interpolation
     (SciPy's `zoom(order=1)`) and cut to the image's size; all of them and
     the image itself are averaged.
-
-    Args:
-        images: NHWC or HWC images with a static height and width, uint8 or
-            float on 0..255.
-        severity: An integer 1..5, or one per image.
-
-    Returns:
-        The blurred images, same shape and dtype.
 
     Example:
 
@@ -306,18 +282,12 @@ def zoom_blur(images, severity):
     return corrupt(images, severity, fn)
 
 
+@corruption_doc("The blurred images")
 def gaussian_blur(images, severity):
     """ImageNet-C Gaussian blur: scikit-image's `gaussian`, sigma 1 .. 6.
 
     Truncated at 4 sigma, edges repeated (SciPy's "nearest"), unlike the
     seed papers' `distort.gaussian_blur` (window 4 sigma + 1, reflected).
-
-    Args:
-        images: NHWC or HWC images, uint8 or float on 0..255.
-        severity: An integer 1..5, or one per image.
-
-    Returns:
-        The blurred images, same shape and dtype.
 
     Example:
 

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Callable
 
 import numpy as np
@@ -68,6 +69,65 @@ def check_severity(severity):
     if arr.ndim == 0:
         return int(flat[0])
     return tf.constant(flat.astype(np.int32))
+
+
+IMAGES_DOC = "NHWC or HWC images{}, uint8 or float on 0..255."
+SEVERITY_DOC = "An integer 1..5, or one per image."
+
+
+def corruption_doc(result: str, static: bool = False, **arguments: str) -> Callable:
+    """Completes a corruption's docstring with the Args and Returns all corruptions share.
+
+    The sections go before the docstring's `Raises:`, or else its `Example:`:
+    `images` (with a static height and width if `static`), `severity`, then
+    `arguments` in their order, and Returns: `result`, same shape and dtype.
+
+    Args:
+        result: What the corruption returns, such as "The blurred images".
+        static: Whether the images need a static height and width.
+        **arguments: The corruption's other arguments: name -> description.
+
+    Returns:
+        A decorator that completes the function's docstring and returns it.
+
+    Example:
+
+    >>> @corruption_doc("The same images", seed="Unused.")
+    ... def identity(images, severity, seed=None):
+    ...     \"\"\"Returns the images.
+    ...
+    ...     Example:
+    ...     \"\"\"
+    >>> import inspect
+    >>> print(inspect.cleandoc(identity.__doc__))
+    Returns the images.
+    <BLANKLINE>
+    Args:
+        images: NHWC or HWC images, uint8 or float on 0..255.
+        severity: An integer 1..5, or one per image.
+        seed: Unused.
+    <BLANKLINE>
+    Returns:
+        The same images, same shape and dtype.
+    <BLANKLINE>
+    Example:
+    """
+    entries = {"images": IMAGES_DOC.format(" with a static height and width" if static else ""),
+               "severity": SEVERITY_DOC, **arguments}
+    lines = ["Args:"]
+    for name, text in entries.items():
+        lines += textwrap.wrap(f"{name}: {text}", 92, initial_indent="    ",
+                               subsequent_indent="        ")
+    lines += ["", "Returns:", f"    {result}, same shape and dtype.", "", ""]
+    sections = textwrap.indent("\n".join(lines), "    ").replace("    \n", "\n")
+
+    def complete(fn: Callable) -> Callable:
+        after = "    Raises:" if "    Raises:" in fn.__doc__ else "    Example:"
+        head, tail = fn.__doc__.split(after, 1)
+        fn.__doc__ = f"{head}{sections}{after}{tail}"
+        return fn
+
+    return complete
 
 
 def params(name: str, severity: int):

@@ -19,18 +19,13 @@ import numpy as np
 import tensorflow as tf
 
 from distort.codecs import jpeg
-from distort.imagenet_c.common import corrupt, fold_seed, gaussian_filter, params, static_size
+from distort.imagenet_c.common import (corrupt, corruption_doc, fold_seed, gaussian_filter, params,
+                                       static_size)
 
 
+@corruption_doc("The brighter images")
 def brightness(images, severity):
     """ImageNet-C brightness: `c` (0.1 .. 0.5) added to the HSV value, clipped to 1.
-
-    Args:
-        images: NHWC or HWC images, uint8 or float on 0..255.
-        severity: An integer 1..5, or one per image.
-
-    Returns:
-        The brighter images, same shape and dtype.
 
     Example:
 
@@ -46,15 +41,9 @@ def brightness(images, severity):
     return corrupt(images, severity, fn, colour=True)
 
 
+@corruption_doc("The flatter images")
 def contrast(images, severity):
     """ImageNet-C contrast: each channel's deviation from its mean times c (0.4 .. 0.05).
-
-    Args:
-        images: NHWC or HWC images, uint8 or float on 0..255.
-        severity: An integer 1..5, or one per image.
-
-    Returns:
-        The flatter images, same shape and dtype.
 
     Example:
 
@@ -69,19 +58,13 @@ def contrast(images, severity):
     return corrupt(images, severity, fn)
 
 
+@corruption_doc("The images")
 def saturate(images, severity):
     """ImageNet-C saturate: the HSV saturation times a, plus b, clipped to [0, 1].
 
     (a, b) = (0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2): the first two
     severities desaturate, the last three saturate (and, as the reference, turn
     gray pixels, whose hue is 0, slightly red).
-
-    Args:
-        images: NHWC or HWC images, uint8 or float on 0..255.
-        severity: An integer 1..5, or one per image.
-
-    Returns:
-        The images, same shape and dtype.
 
     Example:
 
@@ -106,6 +89,14 @@ def _reflect(coord: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
     return tf.where(m >= size, period - m, m) - 0.5
 
 
+@corruption_doc(
+    "The warped images",
+    static=True,
+    seed="Seed of the fields; `None` draws fresh ones.",
+    uniforms=("Optional draws in [0, 1) of shape `[N, 2, H, W]` (the row field's, then the "
+              "column field's... in the reference's order: first dx, then dy) instead of the "
+              "seeded ones."),
+)
 def elastic_transform(images, severity, seed: int | None = None, uniforms=None):
     """ImageNet-C elastic transform (the `imagecorruptions` package's version).
 
@@ -114,18 +105,6 @@ def elastic_transform(images, severity, seed: int | None = None, uniforms=None):
     alpha = 12.5 .. 30, move every pixel; the image is sampled there with
     bilinear interpolation and a reflected border (SciPy's `map_coordinates`,
     order 1, mode "reflect").
-
-    Args:
-        images: NHWC or HWC images with a static height and width, uint8 or
-            float on 0..255.
-        severity: An integer 1..5, or one per image.
-        seed: Seed of the fields; `None` draws fresh ones.
-        uniforms: Optional draws in [0, 1) of shape `[N, 2, H, W]` (the row
-            field's, then the column field's... in the reference's order:
-            first dx, then dy) instead of the seeded ones.
-
-    Returns:
-        The warped images, same shape and dtype.
 
     Example:
 
@@ -205,20 +184,13 @@ def _box_pass(x: tf.Tensor, size: int, out: int, axis: int) -> tf.Tensor:
     return tf.cast(tf.floor((total + 2.0**33) / 2.0**34), tf.float32)
 
 
+@corruption_doc("The pixelated images", static=True)
 def pixelate(images, severity):
     """ImageNet-C pixelate: Pillow's BOX downscale by c (0.6 .. 0.25), NEAREST upscale.
 
     The thumbnail is `int(side * c)` pixels per side, each pixel the mean of
     the box it covers (in Pillow's fixed point, rounded after each axis); the
     upscale repeats each thumbnail pixel (Pillow's nearest neighbours).
-
-    Args:
-        images: NHWC or HWC images with a static height and width, uint8 or
-            float on 0..255.
-        severity: An integer 1..5, or one per image.
-
-    Returns:
-        The pixelated images, same shape and dtype.
 
     Example:
 
@@ -239,19 +211,13 @@ def pixelate(images, severity):
     return corrupt(images, severity, fn, scale=255.0)
 
 
+@corruption_doc("The decoded images")
 def jpeg_compression(images, severity):
     """ImageNet-C JPEG: libjpeg at quality 25, 18, 15, 10, 7, as Pillow saves and reads it.
 
     `distort.jpeg` (4:2:0 chroma subsampling), decoded with libjpeg's accurate
     integer DCT, Pillow's default (`distort.jpeg` decodes with the fast DCT by
     default, up to 3 grey levels away from Pillow's pixels).
-
-    Args:
-        images: NHWC or HWC images, uint8 or float on 0..255.
-        severity: An integer 1..5, or one per image.
-
-    Returns:
-        The decoded images, same shape and dtype.
 
     Example:
 

@@ -20,7 +20,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from distort.imagenet_c.common import corrupt, gaussian_filter, params, separable_filter
+from distort.imagenet_c.common import (corrupt, corruption_doc, gaussian_filter, params,
+                                       separable_filter)
 from distort.ops import pad
 
 # Water is pale turquoise, mud brown (RGB on 0..1).
@@ -175,6 +176,11 @@ def water_mask(liquid: tf.Tensor, intensity: float) -> tf.Tensor:
     return tf.math.divide_no_nan(m, peak) * intensity
 
 
+@corruption_doc(
+    "The spattered images",
+    seed="Seed of the noise; `None` draws fresh noise.",
+    noise="Optional standard normal noise `[N, H, W]` instead of the seeded one.",
+)
 def spatter(images, severity, seed: int | None = None, noise=None):
     """ImageNet-C spatter: water drops (severities 1-3) or mud splashes (4-5).
 
@@ -184,15 +190,6 @@ def spatter(images, severity, seed: int | None = None, noise=None):
     Canny edges, equalised and embossed as the reference does with OpenCV, and
     pale turquoise is added. Mud (4-5): the drops, blurred again (sigma 1.5)
     and kept above 0.8, replace the image with brown.
-
-    Args:
-        images: NHWC or HWC images, uint8 or float on 0..255.
-        severity: An integer 1..5, or one per image.
-        seed: Seed of the noise; `None` draws fresh noise.
-        noise: Optional standard normal noise `[N, H, W]` instead of the seeded one.
-
-    Returns:
-        The spattered images, same shape and dtype.
 
     Example:
 

@@ -18,19 +18,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from distort.imagenet_c.common import corrupt, params
+from distort.imagenet_c.common import corrupt, corruption_doc, params
 
 
+@corruption_doc("The noisy images", seed="Noise seed; `None` draws fresh noise.")
 def gaussian_noise(images, severity, seed: int | None = None):
     """Additive Gaussian noise: `x + N(0, c)` on the 0..1 scale, c = 0.08 .. 0.38.
-
-    Args:
-        images: Images (see the module docstring).
-        severity: An integer 1..5, or one per image.
-        seed: Noise seed; `None` draws fresh noise.
-
-    Returns:
-        The noisy images, same shape and dtype.
 
     Example:
 
@@ -45,16 +38,9 @@ def gaussian_noise(images, severity, seed: int | None = None):
     return corrupt(images, severity, fn, seed)
 
 
+@corruption_doc("The noisy images", seed="Noise seed; `None` draws fresh noise.")
 def shot_noise(images, severity, seed: int | None = None):
     """Poisson (photon) noise: `Poisson(x * c) / c` on the 0..1 scale, c = 60 .. 3.
-
-    Args:
-        images: Images (see the module docstring).
-        severity: An integer 1..5, or one per image.
-        seed: Noise seed; `None` draws fresh noise.
-
-    Returns:
-        The noisy images, same shape and dtype.
 
     Example:
 
@@ -69,20 +55,13 @@ def shot_noise(images, severity, seed: int | None = None):
     return corrupt(images, severity, fn, seed)
 
 
+@corruption_doc("The noisy images", seed="Noise seed; `None` draws fresh noise.")
 def impulse_noise(images, severity, seed: int | None = None):
     """Salt-and-pepper noise: a fraction c of the values set to 0 or 1, half each.
 
     scikit-image's `random_noise(mode="s&p", amount=c)`: every value (pixel
     and channel) is hit with probability c = 0.03 .. 0.27, and a hit is salt
     (1) or pepper (0) with probability 1/2.
-
-    Args:
-        images: Images (see the module docstring).
-        severity: An integer 1..5, or one per image.
-        seed: Noise seed; `None` draws fresh noise.
-
-    Returns:
-        The noisy images, same shape and dtype.
 
     Example:
 
@@ -100,16 +79,9 @@ def impulse_noise(images, severity, seed: int | None = None):
     return corrupt(images, severity, fn, seed)
 
 
+@corruption_doc("The noisy images", seed="Noise seed; `None` draws fresh noise.")
 def speckle_noise(images, severity, seed: int | None = None):
     """Multiplicative noise: `x + x * N(0, c)` on the 0..1 scale, c = 0.15 .. 0.6.
-
-    Args:
-        images: Images (see the module docstring).
-        severity: An integer 1..5, or one per image.
-        seed: Noise seed; `None` draws fresh noise.
-
-    Returns:
-        The noisy images, same shape and dtype.
 
     Example:
 

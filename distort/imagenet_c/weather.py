@@ -30,6 +30,7 @@ from PIL import Image
 from distort.imagenet_c.common import (
     clipped_zoom,
     corrupt,
+    corruption_doc,
     fold_seed,
     line_blur,
     params,
@@ -90,21 +91,17 @@ def plasma_fractal(draws: list[tf.Tensor], wibbledecay: float) -> tf.Tensor:
     return grid / tf.reduce_max(grid, axis=[1, 2], keepdims=True)
 
 
+@corruption_doc(
+    "The foggy images",
+    static=True,
+    seed="Seed of the fractal; `None` draws a fresh one.",
+    draws="Optional draws for `plasma_fractal` instead of seeded ones.",
+)
 def fog(images, severity, seed: int | None = None, draws: list | None = None):
     """ImageNet-C fog: a plasma fractal added to the image, then rescaled.
 
     `x + c * plasma` (c = 1.5 .. 3, the fractal on a map of the next power of
     two of the larger side, cropped), times `max(x) / (max(x) + c)`.
-
-    Args:
-        images: NHWC or HWC images with a static height and width, uint8 or
-            float on 0..255.
-        severity: An integer 1..5, or one per image.
-        seed: Seed of the fractal; `None` draws a fresh one.
-        draws: Optional draws for `plasma_fractal` instead of seeded ones.
-
-    Returns:
-        The foggy images, same shape and dtype.
 
     Example:
 
@@ -210,6 +207,15 @@ def frost_textures(height: int, width: int, folder: str | None = None) -> tuple[
     return tuple(out)
 
 
+@corruption_doc(
+    "The frosted images",
+    static=True,
+    seed="Seed of the photo and crop; `None` draws fresh ones.",
+    texture="Optional photo index (0..5), a number or one per image, instead of the random one.",
+    offset=("Optional crop corner `(row, column)`, or one per image (`[N, 2]`), instead of the "
+            "random one (with `texture`)."),
+    textures="Folder of the frost photos (default: the package's).",
+)
 def frost(images, severity, seed: int | None = None, texture=None, offset=None,
           textures: str | os.PathLike | None = None):
     """ImageNet-C frost: `a * x + b * crop of a frost photo` on the 0..255 scale.
@@ -218,20 +224,6 @@ def frost(images, severity, seed: int | None = None, texture=None, offset=None,
     there either) is drawn per image, resized as `frost_textures` does and
     cropped at a random position; (a, b) go from (1, 0.4) to (0.6, 0.75).
     The photos are the `imagecorruptions` package's (see `frost_folder`).
-
-    Args:
-        images: NHWC or HWC images with a static height and width, uint8 or
-            float on 0..255.
-        severity: An integer 1..5, or one per image.
-        seed: Seed of the photo and crop; `None` draws fresh ones.
-        texture: Optional photo index (0..5), a number or one per image,
-            instead of the random one.
-        offset: Optional crop corner `(row, column)`, or one per image
-            (`[N, 2]`), instead of the random one (with `texture`).
-        textures: Folder of the frost photos (default: the package's).
-
-    Returns:
-        The frosted images, same shape and dtype.
 
     Raises:
         FileNotFoundError: If the frost photos are not found.
@@ -275,6 +267,14 @@ def frost(images, severity, seed: int | None = None, texture=None, offset=None,
 # ----------------------------------------------------------------------------
 # Snow: a zoomed, thresholded, motion-blurred noise layer and its mirror image
 # ----------------------------------------------------------------------------
+@corruption_doc(
+    "The snowy images",
+    static=True,
+    seed="Seed of the noise and angles; `None` draws fresh ones.",
+    noise=("Optional standard normal noise `[N, H, W]` instead of the seeded one (it is scaled "
+           "to the severity's mean and std)."),
+    angle="Optional angle in degrees (a number or one per image).",
+)
 def snow(images, severity, seed: int | None = None, noise=None, angle=None):
     """ImageNet-C snow: flakes from zoomed noise, motion-blurred, on a whitened image.
 
@@ -283,18 +283,6 @@ def snow(images, severity, seed: int | None = None, noise=None, angle=None):
     along a line at an angle in [-135, -45] degrees (`motion_blur`'s line),
     quantised to 8 bits and added twice (itself and turned by 180 degrees) to
     the image blended with `max(x, 1.5 * gray + 0.5)`.
-
-    Args:
-        images: NHWC or HWC images with a static height and width, uint8 or
-            float on 0..255.
-        severity: An integer 1..5, or one per image.
-        seed: Seed of the noise and angles; `None` draws fresh ones.
-        noise: Optional standard normal noise `[N, H, W]` instead of the
-            seeded one (it is scaled to the severity's mean and std).
-        angle: Optional angle in degrees (a number or one per image).
-
-    Returns:
-        The snowy images, same shape and dtype.
 
     Example:
 
