@@ -147,7 +147,7 @@ def _closed_loop(code, image: np.ndarray, target: float, tolerance: float = 0.3,
     for _ in range(max_rounds):
         out = code(image, request)
         miss = _psnr(out, image) - target
-        if abs(miss) < best_miss:
+        if best is None or abs(miss) < best_miss:  # a lossless first round misses by inf
             best, best_miss = out, abs(miss)
         if abs(miss) <= tolerance or not np.isfinite(miss):
             break

@@ -383,3 +383,14 @@ def test_bad_arguments_name_the_argument(photos, call, error, fragment):
     with pytest.raises(error, match=None) as info:
         call(photos)
     assert fragment in str(info.value)
+
+
+def test_jpeg2000_of_a_constant_image_is_returned_whole():
+    # A constant image codes losslessly (infinite PSNR) at any target: the codec must still
+    # return it, not fail for want of a "closest" round.
+    import distort
+
+    image = np.zeros([1, 16, 16, 3], np.uint8)
+    out = np.asarray(distort.jpeg2000(image, 30))
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - image).max() <= 1
