@@ -48,6 +48,7 @@ import numpy as np
 from deepcorrect import ladder
 from deepcorrect.comparison import (ComparisonTable, Recommendation, check_limit, recommend,
                                     table_row)
+from deepcorrect.stages import STAGES_FILE, Stages, read_model
 from distort.io import atomic_write_text
 
 __all__ = ["ComparisonTable", "Recommendation", "compare", "prepare_folder", "recommend",
@@ -56,7 +57,7 @@ __all__ = ["ComparisonTable", "Recommendation", "compare", "prepare_folder", "re
 CONFIG_FILE = "config.json"
 TABLE_FILES = ("comparison.md", "comparison.csv", "comparison.json", "comparison.png")
 # What `compare` writes in `out_dir` (removed by `overwrite=True`).
-OUTPUTS = ("models", "work", "eval", ladder.STAGES_FILE, CONFIG_FILE, *TABLE_FILES,
+OUTPUTS = ("models", "work", "eval", STAGES_FILE, CONFIG_FILE, *TABLE_FILES,
            "recommendation.json")
 MIXTURE = "mixture"
 
@@ -278,7 +279,7 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
                            mixture=mixture, out_dir=tmp, seed=seed, timing_images=timing_images,
                            verbose=verbose)
     out = prepare_folder(out_dir, config, overwrite)
-    stages = ladder.Stages(out)
+    stages = Stages(out)
     groups = ({MIXTURE: table} if mixture and len(table) > 1 else
               {d: {d: v} for d, v in table.items()})
     timing = test[0][:timing_images]
@@ -290,7 +291,7 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
         where = f"{group}/{chain}" if group else chain
 
         def load():
-            return repaired if repaired is not None else ladder.read_model(out / record["path"])
+            return repaired if repaired is not None else read_model(out / record["path"])
 
         path = out / "eval" / f"{where}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

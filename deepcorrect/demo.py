@@ -39,7 +39,7 @@ import numpy as np
 from deepcorrect.comparison import plot_accuracy, recommend
 from deepcorrect.demo_report import (REPORT_FILE, comparison_table, format_tables,
                                      plot_restorations, write_report)
-from deepcorrect.ladder import STAGES_FILE, Stages, read_model, slug, write_model
+from deepcorrect.stages import STAGES_FILE, Stages, read_model, slug, write_model
 from deepcorrect.surgery import trainable_parameters
 from distort import presets
 from distort.io import atomic_write_text

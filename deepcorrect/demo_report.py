@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from deepcorrect.ladder import Stages, slug
+from deepcorrect.stages import Stages, slug
 from distort.io import atomic_path, atomic_write_text
 
 REPORT_FILE = "report.md"

@@ -20,17 +20,19 @@ ranking and QRNet's cross-entropy use its predictions on the clean images).
 
 `repair` runs a method's steps for one set of distortions, saving the model after every
 step (atomically, as `.keras`) with a record in `stages.json` (`Stages`): a rerun, or
-another method that starts with the same steps, continues from the longest finished prefix.
+another method that starts with the same steps, continues from the longest finished prefix
+(`deepcorrect.stages`).
 
 Example:
 
 ```python
 from deepcorrect import ladder
+from deepcorrect.stages import Stages
 
 method = ladder.resolve_method("bn_adapt+deepcorrect")
 data = ladder.RepairData(x_repair, y_repair, {"gaussian_blur": [1, 2, 3]},
                          ladder.resolve_budget(2), seed=0, teacher=model)
-repaired, record = ladder.repair(model, method, data, "out/ladder", ladder.Stages("out/ladder"),
+repaired, record = ladder.repair(model, method, data, "out/ladder", Stages("out/ladder"),
                                  group="gaussian_blur")
 ```
 """
@@ -47,7 +49,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from distort.io import atomic_path, atomic_write_text
+from deepcorrect.stages import Stages, read_model, write_model
 
 STEP_KINDS = ("bn_adapt", "tent", "finetune", "deepcorrect", "qrnet")
 
@@ -93,64 +95,7 @@ DEFAULT_METHODS = ("baseline", "bn_adapt", "tent", "finetune", "deepcorrect", "q
 DEFAULT_BUDGET: dict[str, Any] = {"images": None, "epochs": 3, "batch_size": 64,
                                   "rank_images": 256}
 
-STAGES_FILE = "stages.json"
 LABELS = ("no", "teacher", "yes")  # what a repair needed, least first
-
-
-# --- Bookkeeping ---------------------------------------------------------------------------
-
-
-class Stages:
-    """Finished stages of a run, kept in `folder/stages.json` (written atomically).
-
-    Each record holds what a report needs: seconds, parameters, epochs, images.
-
-    Example:
-
-    >>> import tempfile
-    >>> stages = Stages(tempfile.mkdtemp())
-    >>> stages.done("baseline")
-    False
-    >>> stages.finish("baseline", seconds=1.5)
-    >>> Stages(stages.folder).record("baseline")["seconds"]
-    1.5
-    """
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        self.path = self.folder / STAGES_FILE
-        self.records: dict[str, dict] = (json.loads(self.path.read_text())
-                                         if self.path.is_file() else {})
-
-    def done(self, key: str) -> bool:
-        return key in self.records
-
-    def record(self, key: str) -> dict:
-        return self.records[key]
-
-    def finish(self, key: str, **record) -> None:
-        self.records[key] = record
-        atomic_write_text(self.path, json.dumps(self.records, indent=1))
-
-
-def slug(name: str) -> str:
-    """A file-name-safe version of a method name: `slug("Deepcorr-all-c") == "deepcorr-all-c"`."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name.lower())
-
-
-def write_model(model, path: str | os.PathLike) -> None:
-    """Saves a model as `.keras`, atomically (a killed save leaves no partial file)."""
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-
-
-def read_model(path: str | os.PathLike):
-    """Loads a `.keras` model this package wrote (`safe_mode=True`; QRNet classes registered)."""
-    import keras
-
-    import qrnet  # noqa: F401  (registers the restorer's classes)
-
-    return keras.models.load_model(path, safe_mode=True, compile=False)
 
 
 # --- Methods and budgets -------------------------------------------------------------------
