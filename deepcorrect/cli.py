@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 
 from distort.cli_common import (CLIError, fail_cleanly, load_model_spec, quiet_tensorflow,
-                                refuse_existing)
+                                refuse_existing, require_positive)
 from distort.seeds import seed_argument
 
 
@@ -66,8 +66,7 @@ def _load_data(args, default_split: str, size: int | None):
 
     p = Path(args.data)
     split = args.split or default_split
-    if args.limit is not None and args.limit < 1:
-        raise CLIError(f"--limit must be >= 1. Received: {args.limit}")
+    require_positive(args, "limit")
     if p.suffix == ".npz":
         (xt, yt), (xv, yv) = data.load_cifar10(p)
         x, y = (xt, yt) if split == "train" else (xv, yv)

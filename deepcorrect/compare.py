@@ -399,20 +399,13 @@ def _load(path: str, split: str, size: int):
     return load_images(path, split=split, size=size)
 
 
-def _positive(args, *names) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1. Received: {value}")
-
-
 def main_args(args) -> None:
     """The `deepcorrect compare` subcommand: the table, then the recommendation."""
     from deepcorrect.cli import taking_pixels
     from distort import registry
-    from distort.cli_common import load_model_spec
+    from distort.cli_common import load_model_spec, require_positive
 
-    _positive(args, "epochs", "repair_images", "batch_size", "rank_images", "test_images",
+    require_positive(args, "epochs", "repair_images", "batch_size", "rank_images", "test_images",
               "timing_images")
     for flag in ("max_clean_drop", "max_params", "max_latency"):
         check_limit("--" + flag.replace("_", "-"), getattr(args, flag), integer=flag == "max_params")

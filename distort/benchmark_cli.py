@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distort.cli_common import CLIError, load_model_spec
+from distort.cli_common import CLIError, load_model_spec, require_positive
 from distort.seeds import seed_argument
 
 BASELINES = ("alexnet", "none")
@@ -88,10 +88,7 @@ def run(args) -> None:
     from distort.corruption_benchmark import benchmark, corruption_list
     from distort.io import atomic_write_text, make_dirs
 
-    if args.every < 1:
-        raise CLIError(f"--every must be >= 1. Received: {args.every}")
-    if args.limit is not None and args.limit < 1:
-        raise CLIError(f"--limit must be >= 1. Received: {args.limit}")
+    require_positive(args, "every", "limit")
     if args.data is None and args.imagenet_c is None and args.cifar_c is None:
         raise CLIError("--data (clean images), --imagenet-c or --cifar-c must be given")
     corruptions = args.corruptions[0] if len(args.corruptions) == 1 and \

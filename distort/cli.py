@@ -26,7 +26,7 @@ import numpy as np
 
 from distort import benchmark_cli
 from distort.cli_common import (CLIError, fail_cleanly, load_model_spec, quiet_tensorflow,
-                                refuse_existing)
+                                refuse_existing, require_positive)
 from distort.seeds import seed_argument
 
 POSITIONALS = ("input", "output")
@@ -248,10 +248,7 @@ def _run_sweep(args) -> None:
     from distort import sweep as sweep_mod
     from distort.io import atomic_write_text, make_dirs
 
-    if args.every < 1:
-        raise ValueError(f"--every must be >= 1. Received: {args.every}")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1. Received: {args.limit}")
+    require_positive(args, "every", "limit")
     if args.scale is not None and args.scale < 32:
         raise ValueError(f"--scale must be >= 32 pixels. Received: {args.scale}")
     table = sweep_table(args.preset, args.distortions, args.levels)

@@ -178,6 +178,24 @@ def quiet_command_line(prog: str) -> None:
         quiet_tensorflow(verbose=wants_verbose(sys.argv[1:]))
 
 
+def require_positive(args, *names: str) -> None:
+    """Raises CLIError for each option of `names` that is set and below 1.
+
+    Args:
+        args: the parsed options.
+        *names: attribute names (`"repair_images"` is the option `--repair-images`).
+
+    Example:
+
+    >>> import argparse
+    >>> require_positive(argparse.Namespace(limit=None, every=2), "limit", "every")
+    """
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1. Received: {value}")
+
+
 def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
     """Raises unless `path` is new or `overwrite` is set.
 
