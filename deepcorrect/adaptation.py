@@ -68,14 +68,14 @@ import tensorflow as tf
 
 from deepcorrect.batch_norm import folded_batch_norms
 from deepcorrect.batch_norm_program import BatchNormProgram, Moments, batch_norm_layers
-from deepcorrect.checks import check_image_size, check_model
+from deepcorrect.checks import check_images, check_model
 from distort.checks import check_level
 from distort.preprocessing import Preprocess
 from distort.preprocessing import resolve as resolve_preprocessing
 from distort.training_checks import check_count
 
 __all__ = ["CACHE_BYTES", "IN_MEMORY_BYTES", "ImageBatches", "adapt_batch_norm",
-           "batch_norm_layers", "check_images", "copy_keeping_trainable",
+           "batch_norm_layers", "copy_keeping_trainable",
            "match_source_statistics", "prepare", "reestimate"]
 
 def _physical_memory() -> int:
@@ -94,42 +94,6 @@ CACHE_BYTES = 256 * 2**20
 # memory, between 1 and 8 GiB; MobileNetV2 at 224 px needs 9.3 MiB an image); above it, in
 # one pass over the images per group of independent batch norms (52 for MobileNetV2).
 IN_MEMORY_BYTES = min(8 * 2**30, max(2**30, int(0.35 * _physical_memory())))
-
-
-def check_images(images: Any, model: keras.Model, name: str = "images") -> np.ndarray:
-    """`images` as an array that fits `model`'s input, or a clear error.
-
-    Args:
-        images: a batch `[N, ...]` of numbers (uint8 or float photos on
-            0..255, or whatever the model's preprocessing takes).
-        model: the model whose single input the batch must fit.
-        name: the argument name for messages.
-
-    Returns:
-        The array (not copied when already one).
-
-    Raises:
-        TypeError: for a non-numeric array.
-        ValueError: for an empty batch, a size that does not fit the model,
-            or non-finite values.
-
-    Example:
-
-    >>> m = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten()])
-    >>> check_images(np.zeros((2, 4, 4, 3), "uint8"), m).shape
-    (2, 4, 4, 3)
-    """
-    array = np.asarray(images)
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be an array of numbers. Received: {name} of dtype "
-                        f"{array.dtype}")
-    if array.ndim < 2 or array.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty batch [N, H, W, C]. Received: {name} of "
-                         f"shape {array.shape}")
-    check_image_size(array, model, name)
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise ValueError(f"{name} must hold finite numbers; it has NaN or infinite values.")
-    return array
 
 
 class ImageBatches:

@@ -216,3 +216,39 @@ def check_labels(labels: Any, n: int) -> np.ndarray:
         if not np.all(labels == np.round(labels)):
             raise ValueError("labels must be integer class indices.")
     return labels.astype(np.int64)
+
+
+def check_images(images: Any, model: keras.Model, name: str = "images") -> np.ndarray:
+    """`images` as an array that fits `model`'s input, or a clear error.
+
+    Args:
+        images: a batch `[N, ...]` of numbers (uint8 or float photos on
+            0..255, or whatever the model's preprocessing takes).
+        model: the model whose single input the batch must fit.
+        name: the argument name for messages.
+
+    Returns:
+        The array (not copied when already one).
+
+    Raises:
+        TypeError: for a non-numeric array.
+        ValueError: for an empty batch, a size that does not fit the model,
+            or non-finite values.
+
+    Example:
+
+    >>> m = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten()])
+    >>> check_images(np.zeros((2, 4, 4, 3), "uint8"), m).shape
+    (2, 4, 4, 3)
+    """
+    array = np.asarray(images)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be an array of numbers. Received: {name} of dtype "
+                        f"{array.dtype}")
+    if array.ndim < 2 or array.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty batch [N, H, W, C]. Received: {name} of "
+                         f"shape {array.shape}")
+    check_image_size(array, model, name)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"{name} must hold finite numbers; it has NaN or infinite values.")
+    return array

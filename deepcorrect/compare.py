@@ -65,25 +65,14 @@ MIXTURE = "mixture"
 # --- Arguments -----------------------------------------------------------------------------
 
 
-def _check_images(x, model, argument: str) -> np.ndarray:
-    from deepcorrect.checks import check_image_size
-
-    x = np.asarray(x)
-    if x.ndim != 4 or len(x) == 0 or not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"{argument} images must be a non-empty numeric [N, H, W, C] batch on "
-                         f"0..255. Received shape {x.shape}")
-    check_image_size(x, model, f"{argument} images")
-    return x
-
-
 def _split_data(data, model, argument: str, need_labels: bool):
-    from deepcorrect.checks import check_class_labels
+    from deepcorrect.checks import check_class_labels, check_images
 
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
     else:
         x, y = data, None
-    x = _check_images(x, model, argument)
+    x = check_images(x, model, f"{argument} images")
     if y is None:
         if need_labels:
             raise ValueError(f"{argument} must be (images, labels): accuracy needs labels")
