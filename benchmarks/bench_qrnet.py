@@ -4,7 +4,7 @@ Two cases, each a restorer in front of a frozen classifier (random weights: spee
 not depend on them):
 
 - `cifar`: the CIFAR-10 restorer of `examples/qrnet_cifar10.py` (base width 8, depth 3)
-  on 32x32 images, with `deepcorrect.networks`' `cifar10_quick` CNN, batch 32;
+  on 32x32 images, with `studies.networks`' `cifar10_quick` CNN, batch 32;
 - `paper` (only with `--cases paper`: about a minute per round on 2 CPU cores): the
   paper's restorer (`qrnet_paper`: base width 64, depth 4) on 224x224 images, with
   MobileNetV2 (`weights=None`), batch 2.
@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import qrnet  # noqa: E402
-from deepcorrect.networks import build_network  # noqa: E402
+from studies.networks import build_network  # noqa: E402
 
 # Plain table of the two cases.
 CASES = {

@@ -1,7 +1,7 @@
 """deepcorrect package."""
 
 # The command line starts quietly: this runs before anything loads TensorFlow.
-from distort.cli_common import quiet_command_line
+from robustkit.cli_common import quiet_command_line
 
 quiet_command_line("deepcorrect")
 

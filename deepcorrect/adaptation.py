@@ -69,10 +69,10 @@ import tensorflow as tf
 from deepcorrect.batch_norm import folded_batch_norms
 from deepcorrect.batch_norm_program import BatchNormProgram, Moments, batch_norm_layers
 from deepcorrect.checks import check_images, check_model
-from distort.checks import check_level
-from distort.preprocessing import Preprocess
-from distort.preprocessing import resolve as resolve_preprocessing
-from distort.training_checks import check_count
+from robustkit.checks import check_level
+from robustkit.preprocessing import Preprocess
+from robustkit.preprocessing import resolve as resolve_preprocessing
+from robustkit.training_checks import check_count
 
 __all__ = ["CACHE_BYTES", "IN_MEMORY_BYTES", "ImageBatches", "adapt_batch_norm",
            "batch_norm_layers", "copy_keeping_trainable",
@@ -102,7 +102,7 @@ class ImageBatches:
     Args:
         images: the (checked) images.
         batch_size: images per batch.
-        preprocess: a `distort.preprocessing` mode or family name, a function
+        preprocess: a `robustkit.preprocessing` mode or family name, a function
             of float32 pixels, or None.
         dtype: the model input's dtype.
 
@@ -290,7 +290,7 @@ def adapt_batch_norm(model: keras.Model, images, *, source_images=None,
             it). Defaults to 64.
         preprocess: maps the float32 images to the model's input: a function
             (e.g. `keras.applications.mobilenet_v2.preprocess_input`), a
-            `distort.preprocessing` mode or family name, or None.
+            `robustkit.preprocessing` mode or family name, or None.
         verbose: 1 prints progress. Defaults to 0.
         check_folded: refuse a model with identity batch norms when no
             `source_images` are given. False re-estimates them naively (which

@@ -7,7 +7,7 @@ Three rules, each with one error wording:
   argument, never an `AttributeError` from deep inside a graph walk.
 - Labels must be class indices of the model they are used with
   (`check_class_labels`): in `[0, classes - 1]` for a model with `classes`
-  outputs. The check lives in `distort.checks` (`distort.sweep` uses it too)
+  outputs. The check lives in `robustkit.checks` (`distort.sweep` uses it too)
   and is imported here.
 - Images must have the model's input size (`check_image_size`). Only the
   functions that document a resize resize: `distort.sweep.sweep` (and so
@@ -37,7 +37,7 @@ import keras
 import numpy as np
 
 from deepcorrect.graph import is_graph_model
-from distort.checks import check_class_labels, model_classes
+from robustkit.checks import check_class_labels, model_classes
 
 __all__ = ["check_choice", "check_class_labels", "check_image_size", "check_labels",
            "check_model", "check_momentum", "model_classes"]

@@ -33,9 +33,9 @@ import os
 import sys
 from pathlib import Path
 
-from distort.cli_common import (CLIError, fail_cleanly, load_model_spec, quiet_tensorflow,
+from robustkit.cli_common import (CLIError, fail_cleanly, load_model_spec, quiet_tensorflow,
                                 refuse_existing, require_positive)
-from distort.seeds import seed_argument
+from robustkit.seeds import seed_argument
 
 
 def _model_args(p, many: bool = False) -> None:
@@ -62,7 +62,7 @@ def _distortion_args(p) -> None:
 
 
 def _load_data(args, default_split: str, size: int | None):
-    from distort import data
+    from robustkit import data
 
     p = Path(args.data)
     split = args.split or default_split
@@ -214,8 +214,8 @@ def taking_pixels(model, label: str, preprocess) -> "keras.Model":
         return model
     import keras
 
-    from distort.data import APPLICATIONS
-    from distort.preprocessing import ImagePreprocessing
+    from robustkit.data import APPLICATIONS
+    from robustkit.preprocessing import ImagePreprocessing
 
     inputs = keras.Input(model.input_shape[1:], name="pixels")
     pixels = ImagePreprocessing(APPLICATIONS[label.split(":")[0]][0], name="preprocessing")(inputs)
@@ -328,7 +328,7 @@ def _teacher_weights(args) -> str | None:
 
 def _run_evaluate(args) -> None:
     from distort import presets, registry
-    from distort.io import atomic_write_text, make_dirs
+    from robustkit.io import atomic_write_text, make_dirs
     from distort.sweep import sweep
 
     registry.check_name(args.distortion)
@@ -361,7 +361,7 @@ def _run_export(args) -> None:
 
 
 def _run_demo(args) -> None:
-    from deepcorrect import demo
+    from studies import demo
 
     demo.main_args(args)
 
@@ -373,7 +373,7 @@ def _run_compare(args) -> None:
 
 
 def _save(model, path) -> None:
-    from distort.io import atomic_path
+    from robustkit.io import atomic_path
 
     if not str(path).endswith(".keras"):
         raise CLIError(f"--out must end in .keras. Received: {path}")

@@ -49,7 +49,7 @@ from deepcorrect import ladder
 from deepcorrect.comparison import (ComparisonTable, Recommendation, check_limit, recommend,
                                     table_row)
 from deepcorrect.stages import STAGES_FILE, Stages, read_model
-from distort.io import atomic_write_text
+from robustkit.io import atomic_write_text
 
 __all__ = ["ComparisonTable", "Recommendation", "compare", "prepare_folder", "recommend",
            "resolve_levels"]
@@ -244,8 +244,8 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
     """
     from deepcorrect.checks import check_model
     from deepcorrect.costs import inference_ms, multiply_adds
-    from distort.seeds import check_seed
-    from distort.training_checks import check_count
+    from robustkit.seeds import check_seed
+    from robustkit.training_checks import check_count
 
     check_model(model)
     seed = check_seed(seed)
@@ -335,7 +335,7 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
 
 def add_arguments(p) -> None:
     """The options of `deepcorrect compare` (see `deepcorrect.cli`)."""
-    from distort.seeds import seed_argument
+    from robustkit.seeds import seed_argument
 
     p.add_argument("--model", required=True,
                    help="a .keras file taking 0..255 pixels, or a keras.applications name")
@@ -383,7 +383,7 @@ def add_arguments(p) -> None:
 
 
 def _load(path: str, split: str, size: int):
-    from distort.data import load_images
+    from robustkit.data import load_images
 
     return load_images(path, split=split, size=size)
 
@@ -392,7 +392,7 @@ def main_args(args) -> None:
     """The `deepcorrect compare` subcommand: the table, then the recommendation."""
     from deepcorrect.cli import taking_pixels
     from distort import registry
-    from distort.cli_common import load_model_spec, require_positive
+    from robustkit.cli_common import load_model_spec, require_positive
 
     require_positive(args, "epochs", "repair_images", "batch_size", "rank_images", "test_images",
               "timing_images")

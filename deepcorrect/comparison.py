@@ -30,7 +30,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from deepcorrect.ladder import merge_labels
-from distort.io import atomic_path, atomic_write_text
+from robustkit.io import atomic_path, atomic_write_text
 
 
 # --- The table -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ first):
 
 Both apply the model's preprocessing inside the graph, so clients send raw
 pixels. Preprocessing is a mode or a `keras.applications` family name from
-`distort.preprocessing` (or a function of float32 RGB pixels in [0, 255]).
+`robustkit.preprocessing` (or a function of float32 RGB pixels in [0, 255]).
 
 Example:
 
@@ -33,9 +33,9 @@ import keras
 import tensorflow as tf
 
 from deepcorrect.checks import check_model
-from distort.io import atomic_dir
-from distort.preprocessing import Preprocess
-from distort.preprocessing import resolve as resolve_preprocessing
+from robustkit.io import atomic_dir
+from robustkit.preprocessing import Preprocess
+from robustkit.preprocessing import resolve as resolve_preprocessing
 
 TOP_K = 5
 
@@ -198,7 +198,7 @@ def export(
         path: output directory, written atomically (a temporary folder
             beside it, then a rename; an existing one is replaced).
         preprocess: the model's preprocessing: a name from
-            `distort.preprocessing.MODES` (`"tf"`, `"torch"`, `"caffe"`, `"unit"`,
+            `robustkit.preprocessing.MODES` (`"tf"`, `"torch"`, `"caffe"`, `"unit"`,
             `"raw"`) or `APPLICATION_MODES` (`"mobilenet_v2"`, `"resnet50"`,
             `"vgg16"`, ...), a function of float32 RGB pixels in [0, 255], or
             None (no preprocessing). Defaults to None.

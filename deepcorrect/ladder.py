@@ -234,7 +234,7 @@ def resolve_budget(budget: int | Mapping[str, Any] | None) -> dict[str, Any]:
     unknown = sorted(set(budget) - set(DEFAULT_BUDGET))
     if unknown:
         raise ValueError(f"budget keys must be among {sorted(DEFAULT_BUDGET)}. Received: {unknown}")
-    from distort.training_checks import check_count
+    from robustkit.training_checks import check_count
 
     out = {**DEFAULT_BUDGET, **budget}
     for key, value in out.items():
@@ -310,7 +310,7 @@ def distorted_images(images, distortions: Mapping[str, Sequence[float]], seed: i
     2
     """
     import distort
-    from distort.checks import check_level
+    from robustkit.checks import check_level
 
     fraction = check_level("fraction", fraction, 0.0, 1.0)
     images = np.asarray(images)
@@ -465,7 +465,7 @@ def rank_for(model, data: RepairData, folder: Path, first: int | None = None):
         distortion = MixtureDistortion(data.distortions)
         levels = list(range(len(distortion.pairs)))
     from deepcorrect.surgery import conv_layers
-    from distort.training_checks import check_count
+    from robustkit.training_checks import check_count
 
     layers = None
     if check_count("first", first, none_ok="every conv layer") is not None:

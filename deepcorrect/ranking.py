@@ -90,8 +90,8 @@ from deepcorrect.flat_program import (
     head_fn,
     site_for,
 )
-from distort.io import atomic_write_text
-from distort.seeds import check_seed
+from robustkit.io import atomic_write_text
+from robustkit.seeds import check_seed
 
 FORMAT_VERSION = 1
 

@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from distort.io import atomic_path, atomic_write_text
+from robustkit.io import atomic_path, atomic_write_text
 
 STAGES_FILE = "stages.json"
 

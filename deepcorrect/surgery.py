@@ -53,8 +53,8 @@ from deepcorrect.graph import batch_norms_by_input, flatten, leaf_layers
 from deepcorrect.graph import is_graph_model as is_model
 from deepcorrect.layers import GatherChannels, ScatterChannels, validate_channel_indices
 from deepcorrect.units import CorrectionUnit, check_preset
-from distort.seeds import check_seed
-from distort.training_checks import derived_seed
+from robustkit.seeds import check_seed
+from robustkit.training_checks import derived_seed
 
 CONV_LAYER_TYPES = (
     keras.layers.Conv2D,
@@ -719,7 +719,7 @@ def wrap(
             (the ImageNet example uses 0.9). The `"no_bn"` preset has none.
         seed: seed of the units' initial weights, an integer in
             `[0, 2**31 - 1]`. The unit of layer `name` draws from
-            `distort.training_checks.derived_seed(seed, name + "_unit")`, kept
+            `robustkit.training_checks.derived_seed(seed, name + "_unit")`, kept
             in its saved config, so the same seed gives the same weights in
             any process. A unit factory that takes a `seed` keyword gets that
             seed too. None draws fresh weights. Defaults to 0.

@@ -53,8 +53,8 @@ from deepcorrect.adaptation import (
     reestimate,
 )
 from deepcorrect.batch_norm_program import BatchNormProgram
-from distort.seeds import check_seed
-from distort.training_checks import check_count, check_rate
+from robustkit.seeds import check_seed
+from robustkit.training_checks import check_count, check_rate
 
 # Optimizers of the paper: Adam, or SGD with momentum 0.9.
 OPTIMIZERS = ("adam", "sgd")
@@ -159,7 +159,7 @@ def tent(model: keras.Model, images, *, source_images=None, epochs: int = 1,
         seed: seed of the shuffling, an integer in [0, 2**31 - 1]: the same seed
             gives the same weights, byte for byte. Defaults to 0.
         preprocess: maps the float32 images to the model's input: a function,
-            a `distort.preprocessing` mode or family name, or None.
+            a `robustkit.preprocessing` mode or family name, or None.
         verbose: 1 shows a progress bar with the entropy. Defaults to 0.
         optimizer: `"adam"` (the default) or `"sgd"` (momentum 0.9).
         from_logits: whether the model outputs logits. Defaults to None:

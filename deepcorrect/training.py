@@ -9,7 +9,7 @@ inference mode, which is what Keras 3 does for a frozen `BatchNormalization`
 (the original Keras 1 code normalised frozen layers with batch statistics).
 
 With `checkpoint_dir`, every finished epoch is saved atomically (the model as
-`.keras`, then weights, optimizer and RNG states as `distort.training_state`);
+`.keras`, then weights, optimizer and RNG states as `robustkit.training_state`);
 running the same call again resumes after the last finished epoch. Epoch `e`'s
 batches depend on `(seed, e)` alone (`distort.pipeline.epoch_batches`), so a
 resumed run ends with exactly the weights of an uninterrupted one. A
@@ -39,11 +39,12 @@ import numpy as np
 import tensorflow as tf
 
 from deepcorrect import checks
-from distort import pipeline, training_state
-from distort.checks import check_level
-from distort.io import atomic_path
-from distort.seeds import check_seed
-from distort.training_checks import DivergenceGuard, check_count, check_rate, reseed_generators
+from distort import pipeline
+from robustkit import training_state
+from robustkit.checks import check_level
+from robustkit.io import atomic_path
+from robustkit.seeds import check_seed
+from robustkit.training_checks import DivergenceGuard, check_count, check_rate, reseed_generators
 
 # Section 5 of the paper and the authors' code (see NOTES-original-code.md):
 # learning rate for correction units / for fine-tuning, step decay x0.1.
@@ -200,7 +201,7 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
         The Keras `History` (of the epochs run in this call).
 
     A loss (or validation loss, or weight) that becomes NaN or infinite stops
-    the run with `distort.training_checks.TrainingDiverged` (a ValueError)
+    the run with `robustkit.training_checks.TrainingDiverged` (a ValueError)
     naming the epoch, the step and the learning rate; the model gets back the
     weights it had at the start of that epoch, and no checkpoint of that epoch
     is written.

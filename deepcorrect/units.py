@@ -42,8 +42,8 @@ from keras import ops
 
 from deepcorrect.checks import check_momentum
 from deepcorrect.layers import PACKAGE, validate_channel_indices
-from distort.seeds import check_seed
-from distort.training_checks import derived_seed
+from robustkit.seeds import check_seed
+from robustkit.training_checks import derived_seed
 
 # Table 10 of the paper, as data. `width`: "same" (critically wide, one
 # filter per corrected channel), "half" (bottleneck) or a fixed number.

@@ -2,7 +2,8 @@
 
 The reading path: `kernels` (point-spread functions), `ops` and `codecs` (the
 distortions), `presets` (the papers' levels), `pipeline` (`tf.data`),
-`layers` (Keras preprocessing layers), `data` (loaders), `metrics`, `sweep`.
+`layers` (Keras preprocessing layers), `metrics`, `sweep`. Loaders and the
+other shared plumbing live in `robustkit`.
 
 The names below are imported on first use, so that `import distort` (and the
 `distort` command line, before it knows what it will run) does not load
@@ -43,7 +44,7 @@ _EXPORTS = {
     "distortion": "distort.registry",
     "is_random": "distort.registry",
     "names": "distort.registry",
-    "check_seed": "distort.seeds",
+    "check_seed": "robustkit.seeds",
     "benchmark": "distort.corruption_benchmark",
 }
 

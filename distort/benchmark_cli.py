@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distort.cli_common import CLIError, load_model_spec, require_positive
-from distort.seeds import seed_argument
+from robustkit.cli_common import CLIError, load_model_spec, require_positive
+from robustkit.seeds import seed_argument
 
 BASELINES = ("alexnet", "none")
 
@@ -86,7 +86,7 @@ def run(args) -> None:
     """Runs `distort benchmark`."""
     from distort.cli import load_eval_data
     from distort.corruption_benchmark import benchmark, corruption_list
-    from distort.io import atomic_write_text, make_dirs
+    from robustkit.io import atomic_write_text, make_dirs
 
     require_positive(args, "every", "limit")
     if args.data is None and args.imagenet_c is None and args.cifar_c is None:

@@ -24,7 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
-from distort.data import IMAGE_SUFFIXES, ImageFolder, check_limit, read_image
+from robustkit.data import IMAGE_SUFFIXES, ImageFolder, check_limit, read_image
 from distort.imagenet_c.constants import ALL, FAMILIES
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -124,12 +124,12 @@ def load_imagenet_c(root: str | os.PathLike, corruption: str, severity: int, *,
         severity: 1..5.
         class_index: WordNet id -> class index (see `list_imagenet_c`).
         size: Side of the square images (center crop, see
-            `distort.data.read_image`); None keeps the files' size (224).
+            `robustkit.data.read_image`); None keeps the files' size (224).
         limit: At most this many images (the first, in file order).
         every: Every `every`-th image only.
 
     Returns:
-        A `distort.data.ImageFolder` (images, labels, files, class names).
+        A `robustkit.data.ImageFolder` (images, labels, files, class names).
 
     Raises:
         ValueError: For a missing folder or unreadable image, bad `limit`/`every`.

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from distort import benchmark_cli
-from distort.cli_common import (CLIError, fail_cleanly, load_model_spec, quiet_tensorflow,
+from robustkit.cli_common import (CLIError, fail_cleanly, load_model_spec, quiet_tensorflow,
                                 refuse_existing, require_positive)
-from distort.seeds import seed_argument
+from robustkit.seeds import seed_argument
 
 POSITIONALS = ("input", "output")
 
@@ -97,8 +97,9 @@ def _add_apply(sub) -> None:
 
 
 def _run_apply(args) -> None:
-    from distort import data, registry
-    from distort.io import atomic_path
+    from distort import registry
+    from robustkit import data
+    from robustkit.io import atomic_path
 
     from PIL import Image
 
@@ -135,7 +136,8 @@ def _add_show(sub) -> None:
 
 
 def _run_show(args) -> None:
-    from distort import data, presets
+    from distort import presets
+    from robustkit import data
     from distort.sweep import level_grid
 
     table = presets.get(args.preset)
@@ -223,7 +225,7 @@ def sweep_table(preset: str, names: list[str] | None,
     {'jpeg': (30.0, 5.0)}
     """
     from distort import presets, registry
-    from distort.checks import check_level
+    from robustkit.checks import check_level
 
     chosen = dict(levels or [])
     if len(chosen) != len(levels or []):
@@ -246,7 +248,7 @@ def sweep_table(preset: str, names: list[str] | None,
 def _run_sweep(args) -> None:
     from distort import presets
     from distort import sweep as sweep_mod
-    from distort.io import atomic_write_text, make_dirs
+    from robustkit.io import atomic_write_text, make_dirs
 
     require_positive(args, "every", "limit")
     if args.scale is not None and args.scale < 32:
@@ -308,12 +310,12 @@ def load_eval_data(path: str, size: int | None, short_side: int | None = None,
         short_side: Short side before a center crop.
         limit: Use the first `limit` images (after `every`); None for all.
         every: Use every `every`-th image.
-        resize: "crop" or "squash" (see `distort.data.load_image_folder`).
+        resize: "crop" or "squash" (see `robustkit.data.load_image_folder`).
 
     Returns:
         `(images, labels)`.
     """
-    from distort import data
+    from robustkit import data
 
     p = Path(path)
     if p.suffix == ".npz":

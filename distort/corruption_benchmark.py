@@ -34,8 +34,8 @@ import numpy as np
 from distort import corruption_metrics as cm
 from distort import imagenet_c
 from distort.imagenet_c.constants import ALL, COMMON, HELD_OUT
-from distort.io import atomic_path, atomic_write_text
-from distort.seeds import check_seed
+from robustkit.io import atomic_path, atomic_write_text
+from robustkit.seeds import check_seed
 
 CORRUPTION_SETS = {"imagenet_c": COMMON, "imagenet_c_extra": HELD_OUT, "all": ALL}
 SOURCES = ("generate", "imagenet_c", "cifar_c")

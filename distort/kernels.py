@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-from distort.checks import check_level
-from distort.seeds import check_seed
+from robustkit.checks import check_level
+from robustkit.seeds import check_seed
 
 WINDOW_RULES = {
     # Name -> function of sigma giving the odd window size.

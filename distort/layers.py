@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from distort import pipeline, registry
-from distort.seeds import check_seed
+from robustkit.seeds import check_seed
 
 
 @keras.saving.register_keras_serializable(package="distort")

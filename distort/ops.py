@@ -29,8 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from distort import kernels
-from distort.checks import check_level
-from distort.seeds import check_seed
+from robustkit.checks import check_level
+from robustkit.seeds import check_seed
 
 BORDERS = ("reflect", "constant", "nearest", "mirror")
 
@@ -105,8 +105,8 @@ def seed_tensor(seed) -> tf.Tensor:
     """Returns a stateless-RNG seed of shape [2]; `None` draws a fresh one.
 
     Args:
-        seed: An integer in `[0, distort.seeds.SEED_MAX]` (checked by
-            `distort.seeds.check_seed`), None, or an integer tensor: a scalar,
+        seed: An integer in `[0, robustkit.seeds.SEED_MAX]` (checked by
+            `robustkit.seeds.check_seed`), None, or an integer tensor: a scalar,
             or a stateless seed of shape [2] as the pipelines pass.
 
     Returns:

@@ -29,8 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from distort import registry
-from distort.checks import check_level
-from distort.seeds import check_seed
+from robustkit.checks import check_level
+from robustkit.seeds import check_seed
 
 SAMPLINGS = ("choice", "uniform")
 

@@ -17,7 +17,7 @@ from typing import Callable
 import tensorflow as tf
 
 from distort import codecs, imagenet_c, ops
-from distort.seeds import check_seed
+from robustkit.seeds import check_seed
 
 # name -> (function, name of its level argument, fixed options, random?)
 DISTORTIONS: dict[str, tuple[Callable, str | None, dict, bool]] = {
@@ -98,7 +98,7 @@ def apply(images, name: str, level, seed: int | None = None, **options):
             maximum level for "combined", and 0 (off) or 1 (on) for
             "camera_shake". A number or one level per image.
         seed: Seed of random distortions (ignored by deterministic ones, but
-            checked): an integer in `[0, distort.seeds.SEED_MAX]`, None for
+            checked): an integer in `[0, robustkit.seeds.SEED_MAX]`, None for
             fresh randomness, or a stateless seed tensor of shape [2].
         **options: Further keyword arguments of the distortion's function
             (for example `window="4sigma-1"` or `border="constant"`).

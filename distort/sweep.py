@@ -34,9 +34,9 @@ import tensorflow as tf
 from scipy import special
 
 from distort import presets, registry
-from distort.checks import check_class_labels
-from distort.io import atomic_path, atomic_write_text
-from distort.seeds import check_seed
+from robustkit.checks import check_class_labels
+from robustkit.io import atomic_path, atomic_write_text
+from robustkit.seeds import check_seed
 
 METRICS = ("top1", "top5", "confidence", "entropy", "cross_entropy")
 

@@ -44,8 +44,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 import deepcorrect  # noqa: E402
-from distort.cli_common import CLIError, fail_cleanly, refuse_existing  # noqa: E402
-from distort.io import atomic_write_text  # noqa: E402
+from robustkit.cli_common import CLIError, fail_cleanly, refuse_existing  # noqa: E402
+from robustkit.io import atomic_write_text  # noqa: E402
 
 # Fig. 3b: (name, filters, kernel, stride, padding, groups, LRN, pool after).
 ALEXNET_CONVS = [

@@ -27,8 +27,8 @@ DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "cifar10" / "cifar10.npz"
 
 
 def parse_args(argv=None):
-    from deepcorrect.networks import NETWORKS
-    from distort.seeds import seed_argument
+    from studies.networks import NETWORKS
+    from robustkit.seeds import seed_argument
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA),
@@ -63,7 +63,7 @@ def augmented(images, labels, batch_size: int, seed: int):
 
 
 def main(argv=None) -> int:
-    from distort.cli_common import fail_cleanly
+    from robustkit.cli_common import fail_cleanly
 
     return fail_cleanly(train, parse_args(argv))
 
@@ -71,10 +71,10 @@ def main(argv=None) -> int:
 def train(args) -> None:
     import keras
 
-    from deepcorrect.networks import build_network
-    from distort.cli_common import require_positive
-    from distort.data import load_cifar10
-    from distort.io import atomic_write_text
+    from studies.networks import build_network
+    from robustkit.cli_common import require_positive
+    from robustkit.data import load_cifar10
+    from robustkit.io import atomic_write_text
 
     require_positive(args, "epochs", "batch_size")
     (x_train, y_train), (x_test, y_test) = load_cifar10(args.data)

@@ -12,7 +12,7 @@ average, trainable parameters and training seconds:
 - Classical: non-local means (noise) or Wiener deconvolution (blur), told the level.
 
 Every repair method gets the same budget: the same training images, epochs and batch size.
-It is `deepcorrect demo` with more rows (`deepcorrect.demo.run`): every stage is cached in
+It is `deepcorrect demo` with more rows (`studies.demo.run`): every stage is cached in
 `--out`, so an interrupted run resumes where it stopped.
 
 Usage (from the repository root):
@@ -58,7 +58,7 @@ PAPER_METHODS = (
 
 
 def parse_args(argv=None):
-    from distort.seeds import seed_argument
+    from robustkit.seeds import seed_argument
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -88,8 +88,8 @@ def parse_args(argv=None):
 
 def config_for(args) -> dict:
     """The demo's CIFAR-10 configuration with the paper's rows (and `--model`, the budget)."""
-    from deepcorrect import demo
-    from distort.cli_common import CLIError
+    from studies import demo
+    from robustkit.cli_common import CLIError
 
     methods = [dict(m, site=args.unit_site) if m["kind"] == "deepcorrect" else m
                for m in PAPER_METHODS]
@@ -112,8 +112,8 @@ def config_for(args) -> dict:
 
 
 def main(argv=None) -> int:
-    from deepcorrect import demo
-    from distort.cli_common import fail_cleanly
+    from studies import demo
+    from robustkit.cli_common import fail_cleanly
 
     args = parse_args(argv)
 

@@ -35,10 +35,10 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import distort  # noqa: E402
 from deepcorrect.surgery import conv_layers  # noqa: E402
-from distort.cli_common import CLIError, fail_cleanly, load_model_spec, refuse_existing  # noqa: E402
-from distort.data import load_image_folder, read_image  # noqa: E402
-from distort.io import atomic_path, atomic_write_text  # noqa: E402
-from distort.seeds import seed_argument  # noqa: E402
+from robustkit.cli_common import CLIError, fail_cleanly, load_model_spec, refuse_existing  # noqa: E402
+from robustkit.data import load_image_folder, read_image  # noqa: E402
+from robustkit.io import atomic_path, atomic_write_text  # noqa: E402
+from robustkit.seeds import seed_argument  # noqa: E402
 
 DEFAULT_PHOTO = "n02123394_Persian_cat.jpg"  # the photo of Dodge & Karam's Fig. 1 and 4
 SHOWN_CHANNELS = 8

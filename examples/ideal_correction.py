@@ -34,10 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _analysis as an  # noqa: E402
-from distort.cli_common import fail_cleanly  # noqa: E402
+from studies import analysis as an  # noqa: E402
+from robustkit.cli_common import fail_cleanly  # noqa: E402
 
 BETAS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 LAYER_BETA = 0.5  # the paper's CIFAR setting for Fig. 5

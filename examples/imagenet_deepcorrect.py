@@ -55,9 +55,9 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from deepcorrect.costs import multiply_adds  # noqa: E402
 from deepcorrect.surgery import trainable_parameters  # noqa: E402
-from distort.cli_common import CLIError, fail_cleanly  # noqa: E402
-from distort.io import atomic_path, atomic_write_text  # noqa: E402
-from distort.seeds import seed_argument  # noqa: E402
+from robustkit.cli_common import CLIError, fail_cleanly  # noqa: E402
+from robustkit.io import atomic_path, atomic_write_text  # noqa: E402
+from robustkit.seeds import seed_argument  # noqa: E402
 
 DEFAULT_DATA = "../shared/data/imagenet-samples"
 DEFAULT_WEIGHTS = "../shared/models/mobilenet_v2_1.0_224.weights.h5"
@@ -153,7 +153,7 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
 
 def load_photos(data: str, size: int, limit: int | None, out: Path):
     """Reads the photos once and caches them in `out/photos.npz`."""
-    from distort.data import load_image_folder
+    from robustkit.data import load_image_folder
 
     cache = out / "photos.npz"
     if cache.is_file():
@@ -190,7 +190,7 @@ def write_split(out: Path, files: list[str], train: np.ndarray, test: np.ndarray
 
 def load_model(name: str, weights: str | None):
     """`(model, preprocess, input_size)` for an application name or a .keras file."""
-    from distort.cli_common import load_model_spec
+    from robustkit.cli_common import load_model_spec
 
     if Path(name).suffix != ".keras" and weights not in (None, "imagenet") \
             and not Path(weights).is_file():

@@ -45,9 +45,9 @@ sys.path.insert(0, str(EXAMPLES.parent))
 sys.path.insert(0, str(EXAMPLES))
 
 import imagenet_deepcorrect as experiment  # noqa: E402
-from distort.cli_common import CLIError, fail_cleanly  # noqa: E402
-from distort.io import atomic_path, atomic_write_text  # noqa: E402
-from distort.seeds import seed_argument  # noqa: E402
+from robustkit.cli_common import CLIError, fail_cleanly  # noqa: E402
+from robustkit.io import atomic_path, atomic_write_text  # noqa: E402
+from robustkit.seeds import seed_argument  # noqa: E402
 
 # Vehicles are spread over the alphabetical artifact classes (398-923).
 VEHICLES = (403, 404, 407, 408, 436, 444, 466, 468, 472, 484, 510, 511, 554, 555, 561, 565,

@@ -10,7 +10,7 @@ them:
   may get more or fewer than half, or none.
 
 Both models get the same training budget (the demo's repair recipe,
-`deepcorrect.demo.train_method`) and are tested at the DeepCorrect CIFAR
+`studies.demo.train_method`) and are tested at the DeepCorrect CIFAR
 levels. As in the paper, a paired-sample t-test (`scipy.stats.ttest_rel`)
 compares the two models' accuracies on the clean images and at every level.
 `--train-head K` also trains the last K conv/dense layers (Deepcorr-all-c,
@@ -33,10 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _analysis as an  # noqa: E402
-from distort.cli_common import fail_cleanly  # noqa: E402
+from studies import analysis as an  # noqa: E402
+from robustkit.cli_common import fail_cleanly  # noqa: E402
 
 BETA = 0.5
 FULL = {"train_images": 5000, "epochs": 2, "batch_size": 64, "test_images": 1000,

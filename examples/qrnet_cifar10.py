@@ -7,7 +7,7 @@ and SSIM against accuracy) and Fig. 8 (restored samples):
 
 1. trains three classifiers on the same clean CIFAR-10 images with the same budget (the
    `CLASSIFIERS` table): "a", a small VGG-style CNN; "b", CIFAR10-quick
-   (`deepcorrect.networks`); "c", LeNet-5 at 32x32, the *unseen* classifier that no
+   (`studies.networks`); "c", LeNet-5 at 32x32, the *unseen* classifier that no
    restorer trains with;
 2. trains RecNet (L1 loss only), QRNet (L1 + 0.01 CE of "a") and MQRNet
    (L1 + 0.01 CE of "a" + 0.01 CE of "b") with the same restorer architecture, data, seed and
@@ -80,7 +80,7 @@ CONFIGS = {
 }
 
 # The classifiers, all trained on the same clean images for the same epochs. "network":
-# "vgg_bn" is `build_vgg_bn` below, anything else a `deepcorrect.networks.NETWORKS` name.
+# "vgg_bn" is `build_vgg_bn` below, anything else a `studies.networks.NETWORKS` name.
 # "preprocessing" maps 0..255 images to the network's input (see `qrnet.ClassifierSpec`).
 CLASSIFIERS = {
     "a": {"network": "vgg_bn", "preprocessing": "unit", "seed_offset": 0,
@@ -141,7 +141,7 @@ def build_classifier(network: str, seed: int):
     keras.utils.set_random_seed(seed)
     if network == "vgg_bn":
         return build_vgg_bn()
-    from deepcorrect.networks import build_network
+    from studies.networks import build_network
 
     return build_network(network, (32, 32, 3), classes=10, seed=seed)
 
@@ -154,8 +154,8 @@ class Run:
     """
 
     def __init__(self, args: argparse.Namespace):
-        from deepcorrect.demo import Stages
-        from distort.cli_common import CLIError
+        from deepcorrect.stages import Stages
+        from robustkit.cli_common import CLIError
 
         self.args = args
         self.config = CONFIGS["quick" if args.quick else "default"]
@@ -177,8 +177,8 @@ class Run:
         self.levels, self.apply_fn = preset_distortions("qrnet_32px")
 
     def _prepare(self, record: dict, overwrite: bool) -> None:
-        from distort.cli_common import CLIError
-        from distort.io import atomic_write_text
+        from robustkit.cli_common import CLIError
+        from robustkit.io import atomic_write_text
 
         if self.out.exists() and not self.out.is_dir():
             raise CLIError(f"--out must be a folder. Received a file: {self.out}")
@@ -200,7 +200,7 @@ class Run:
         import keras
 
         import qrnet  # noqa: F401  (registers the restorer's layers for loading)
-        from distort.io import atomic_path
+        from robustkit.io import atomic_path
 
         if self.stages.done(key) and path.is_file():
             return keras.models.load_model(str(path), safe_mode=True)
@@ -327,7 +327,7 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
-    from distort.io import atomic_path
+    from robustkit.io import atomic_path
 
     plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -450,7 +450,7 @@ def report(run: Run, rows: list[dict], seconds: dict, figures: list[Path]) -> st
 
 
 def run_example(args: argparse.Namespace) -> None:
-    from distort.io import atomic_write_text
+    from robustkit.io import atomic_write_text
     from qrnet.evaluate import format_table
 
     run = Run(args)
@@ -487,7 +487,7 @@ def run_example(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv=None):
-    from distort.seeds import seed_argument
+    from robustkit.seeds import seed_argument
 
     parser = argparse.ArgumentParser(
         description="CIFAR-10: classifier alone vs RecNet, QRNet and MQRNet under noise and "
@@ -510,7 +510,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from distort.cli_common import fail_cleanly
+    from robustkit.cli_common import fail_cleanly
 
     return fail_cleanly(run_example, args)
 

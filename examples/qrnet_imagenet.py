@@ -50,9 +50,9 @@ sys.path.insert(0, str(EXAMPLES.parent))
 sys.path.insert(0, str(EXAMPLES))
 
 import imagenet_deepcorrect as deepcorrect_example  # noqa: E402
-from distort.cli_common import CLIError, fail_cleanly  # noqa: E402
-from distort.io import atomic_path, atomic_write_text  # noqa: E402
-from distort.seeds import seed_argument  # noqa: E402
+from robustkit.cli_common import CLIError, fail_cleanly  # noqa: E402
+from robustkit.io import atomic_path, atomic_write_text  # noqa: E402
+from robustkit.seeds import seed_argument  # noqa: E402
 
 DEFAULT_DATA = deepcorrect_example.DEFAULT_DATA
 DEFAULT_WEIGHTS = deepcorrect_example.DEFAULT_WEIGHTS

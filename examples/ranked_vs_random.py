@@ -9,7 +9,7 @@ layer, for `l` = 6.25%, 12.5%, 25% and 50% of its filters, chosen three ways:
 - `least-l`: the `l` least susceptible filters (the paper shows it for 50%).
 
 Every model gets the same training budget (images, epochs, batch size,
-schedule: the demo's repair recipe, `deepcorrect.demo.train_method`) and is
+schedule: the demo's repair recipe, `studies.demo.train_method`) and is
 tested on the same images at the DeepCorrect CIFAR levels. Table 6 is a
 paired-sample t-test (`scipy.stats.ttest_rel`) between `ranked-l` and the
 mean of the `random-l` trials, the pairs being the accuracies on the clean
@@ -33,10 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _analysis as an  # noqa: E402
-from distort.cli_common import fail_cleanly  # noqa: E402
+from studies import analysis as an  # noqa: E402
+from robustkit.cli_common import fail_cleanly  # noqa: E402
 
 FRACTIONS = (0.0625, 0.125, 0.25, 0.5)
 LEAST_FRACTIONS = (0.5,)

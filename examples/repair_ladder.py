@@ -43,8 +43,8 @@ QUICK = {"repair_images": 256, "test_images": 128, "epochs": 1, "batch_size": 64
 
 
 def main(argv=None) -> int:
-    from distort.cli_common import fail_cleanly
-    from distort.seeds import seed_argument
+    from robustkit.cli_common import fail_cleanly
+    from robustkit.seeds import seed_argument
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="a trained CIFAR-10 .keras taking 0..255 pixels")
@@ -61,7 +61,7 @@ def run(args) -> None:
     import keras
 
     import deepcorrect
-    from distort import data
+    from robustkit import data
 
     s = QUICK if args.quick else FULL
     (x_train, y_train), (x_test, y_test) = data.load_cifar10(args.data)

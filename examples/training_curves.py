@@ -33,12 +33,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _analysis as an  # noqa: E402
+from studies import analysis as an  # noqa: E402
 from deepcorrect import trainable_parameters  # noqa: E402
-from deepcorrect.demo import slug  # noqa: E402
-from distort.cli_common import fail_cleanly  # noqa: E402
+from deepcorrect.stages import slug  # noqa: E402
+from robustkit.cli_common import fail_cleanly  # noqa: E402
 
 UNITS = ("cw", "lite", "bottleneck", "no_bn")
 BETA = 0.5
@@ -101,7 +99,7 @@ class CurveRecorder(keras.callbacks.Callback):
 def train_with_curve(analysis: an.Analysis, m: dict, ranking, distortion: str) -> dict:
     """Trains one method with the demo's recipe, recording its curve; cached as a stage."""
     import deepcorrect
-    from deepcorrect import demo
+    from studies import demo
     from distort import pipeline
 
     cfg = analysis.config["repair"]

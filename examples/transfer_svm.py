@@ -49,10 +49,10 @@ sys.path.insert(0, str(REPO_ROOT))
 import deepcorrect  # noqa: F401,E402  (registers the correction units for loading)
 import distort  # noqa: E402
 from distort import presets  # noqa: E402
-from distort.cli_common import CLIError, fail_cleanly, load_model_spec, refuse_existing  # noqa: E402
-from distort.data import load_images, preprocessor  # noqa: E402
-from distort.io import atomic_path, atomic_write_text  # noqa: E402
-from distort.seeds import seed_argument  # noqa: E402
+from robustkit.cli_common import CLIError, fail_cleanly, load_model_spec, refuse_existing  # noqa: E402
+from robustkit.data import load_images, preprocessor  # noqa: E402
+from robustkit.io import atomic_path, atomic_write_text  # noqa: E402
+from robustkit.seeds import seed_argument  # noqa: E402
 
 # C of the linear SVMs, one per decade, chosen on the validation images.
 C_GRID = (0.0001, 0.001, 0.01, 0.1, 1.0)

@@ -48,13 +48,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _analysis as an  # noqa: E402
+from studies import analysis as an  # noqa: E402
 from deepcorrect import trainable_parameters  # noqa: E402
-from deepcorrect.demo import slug  # noqa: E402
-from distort.cli_common import fail_cleanly  # noqa: E402
-from distort.io import atomic_path  # noqa: E402
+from deepcorrect.stages import slug  # noqa: E402
+from robustkit.cli_common import fail_cleanly  # noqa: E402
+from robustkit.io import atomic_path  # noqa: E402
 
 MAX_LEVELS = (1.0, 2.0, 3.0, 4.0)
 TRAIN_LEVEL = 4.0  # Zhou: every level drawn from [0, 4]

@@ -17,7 +17,7 @@ Example:
 """
 
 # The command line starts quietly: this runs before anything loads TensorFlow.
-from distort.cli_common import quiet_command_line
+from robustkit.cli_common import quiet_command_line
 
 quiet_command_line("qrnet")
 

@@ -25,16 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from distort.cli_common import CLIError, fail_cleanly, quiet_tensorflow, refuse_existing
-from distort.io import atomic_dir, atomic_path, atomic_write_text, make_dirs
-from distort.seeds import seed_argument
+from robustkit.cli_common import CLIError, fail_cleanly, quiet_tensorflow, refuse_existing
+from robustkit.io import atomic_dir, atomic_path, atomic_write_text, make_dirs
+from robustkit.seeds import seed_argument
 
 # --- Inputs -------------------------------------------------------------------------------
 
 
 def load_data(path: str, split: str = "train", image_size: int = 224, limit: int | None = None):
-    """`distort.data.load_images`, with its errors reported against `--data`."""
-    from distort.data import load_images
+    """`robustkit.data.load_images`, with its errors reported against `--data`."""
+    from robustkit.data import load_images
 
     try:
         return load_images(path, split=split, size=image_size, limit=limit)
@@ -45,7 +45,7 @@ def load_data(path: str, split: str = "train", image_size: int = 224, limit: int
 def _load_restorer(path: str, flag: str = "--model"):
     """Loads a restorer `.keras` file; refuses a model that does not map images to images."""
     import qrnet  # noqa: F401  (registers the restorer's layers)
-    from distort.cli_common import load_keras_file
+    from robustkit.cli_common import load_keras_file
 
     model = load_keras_file(path, flag, compile=False)
     inputs = [tuple(x.shape) for x in model.inputs]
@@ -63,7 +63,7 @@ def _load_restorer(path: str, flag: str = "--model"):
 
 def _load_classifiers(args) -> list[tuple[str, Any, Any]]:
     """`(name, model, preprocessing)` for each --classifier."""
-    from distort.cli_common import load_model_spec
+    from robustkit.cli_common import load_model_spec
 
     specs = args.classifier or []
     weights = _per_item(args.weights, len(specs), "--weights")
@@ -193,14 +193,14 @@ def _read_inputs(path: Path, key: str | None):
     if path.suffix == ".npz":
         if not path.is_file():
             raise CLIError(f"input file not found: {path}")
-        from distort.data import read_npz
+        from robustkit.data import read_npz
 
         data = read_npz(path)
         chosen = key or next((k for k in ("x", "x_test", "images") if k in data), None)
         if chosen not in data:
             raise CLIError(f"--key {chosen!r} not in {path}. Found: {', '.join(data)}")
         return data[chosen], None
-    from distort.data import IMAGE_SUFFIXES
+    from robustkit.data import IMAGE_SUFFIXES
 
     files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
     if not files or not files[0].is_file():

@@ -27,9 +27,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from distort.preprocessing import MODES, ImagePreprocessing
-from distort.seeds import check_seed
-from distort.training_checks import derived_seed
+from robustkit.preprocessing import MODES, ImagePreprocessing
+from robustkit.seeds import check_seed
+from robustkit.training_checks import derived_seed
 
 __all__ = [
     "PREPROCESSING_MODES",
@@ -155,7 +155,7 @@ class CropToReference(layers.Layer):
         return (images_shape[0], reference_shape[1], reference_shape[2], images_shape[3])
 
 
-# The preprocessing layer lives in `distort.preprocessing`; qrnet re-exports it.
+# The preprocessing layer lives in `robustkit.preprocessing`; qrnet re-exports it.
 PREPROCESSING_MODES = tuple(MODES)
 
 

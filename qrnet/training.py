@@ -36,11 +36,11 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from distort import training_state
-from distort.io import atomic_path
+from robustkit import training_state
+from robustkit.io import atomic_path
 from distort.pipeline import epoch_steps
-from distort.seeds import check_seed
-from distort.training_checks import DivergenceGuard, check_count, check_rate, reseed_generators
+from robustkit.seeds import check_seed
+from robustkit.training_checks import DivergenceGuard, check_count, check_rate, reseed_generators
 from qrnet.model import ImagePreprocessing
 
 __all__ = [
@@ -80,7 +80,7 @@ class ClassifierSpec:
         model: a built Keras classifier returning class probabilities (or logits).
         preprocessing: maps 0..255 RGB images to the classifier's input: a function (e.g.
             `keras.applications.vgg16.preprocess_input`), a layer, a mode name of
-            `distort.preprocessing.ImagePreprocessing` (`"unit"`, `"tf"`, `"caffe"`, `"mobilenet_v2"`, ...) or None
+            `robustkit.preprocessing.ImagePreprocessing` (`"unit"`, `"tf"`, `"caffe"`, `"mobilenet_v2"`, ...) or None
             for classifiers that read 0..255 images. Defaults to None.
         weight: lambda_i, the weight of this classifier's cross-entropy. None takes the
             trainer's `lambdas`. Defaults to None.
@@ -102,7 +102,7 @@ def resolve_preprocessing(preprocessing: Preprocessing) -> Callable[[Any], Any]:
 
     Args:
         preprocessing: None (the identity, for classifiers that read 0..255 images), a mode
-            or `keras.applications` family name of `distort.preprocessing` (`"unit"`, `"tf"`,
+            or `keras.applications` family name of `robustkit.preprocessing` (`"unit"`, `"tf"`,
             `"caffe"`, `"mobilenet_v2"`, ...; returned as an `ImagePreprocessing` layer, which
             a SavedModel can track), a layer or a function (returned unchanged).
 
@@ -440,7 +440,7 @@ def resolve_distortions(
         raise ValueError(f"distortions must name at least one level. Received: {distortions}")
     # Check names and levels now, not inside tf.data: a custom apply_fn may add names.
     from distort import registry
-    from distort.checks import check_level
+    from robustkit.checks import check_level
 
     for name, level in choices:
         if name in registry.names():
@@ -624,7 +624,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     """Saves the training state every epoch with atomic writes, and resumes from it.
 
     Files in `directory`: `state.json` and `state-<epoch>.weights.h5` (trainer weights with
-    the optimizer's and the dropout RNG states; see `distort.training_state`), and
+    the optimizer's and the dropout RNG states; see `robustkit.training_state`), and
     `restorer_last.keras` and `restorer_best.keras` (the restorer alone, best by
     `monitor`). Each is written to a temporary name and moved into place; `state.json`
     (phase, last finished epoch, early-stopping counters, history) goes last and commits the
@@ -790,7 +790,7 @@ def train(
 
     Raises:
         TypeError, ValueError: for arguments of the wrong type or outside their range.
-        distort.training_checks.TrainingDiverged: (a ValueError) when a loss or weight
+        robustkit.training_checks.TrainingDiverged: (a ValueError) when a loss or weight
             becomes NaN or infinite. The trainer gets back the weights it had at the start
             of that epoch, and no checkpoint or restorer of that epoch is written.
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 import deepcorrect
 from deepcorrect import adaptation
-from deepcorrect.networks import build_network
+from studies.networks import build_network
 from deepcorrect.units import CorrectionUnit
 
 REPO = Path(__file__).resolve().parents[1]

@@ -42,7 +42,8 @@ import distort
 import qrnet
 from deepcorrect import cli as deepcorrect_cli
 from distort import cli as distort_cli
-from distort import codecs, data, pipeline, presets
+from distort import codecs, pipeline, presets
+from robustkit import data
 from qrnet import cli as qrnet_cli
 from qrnet import training as qrnet_training
 

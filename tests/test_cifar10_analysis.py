@@ -34,7 +34,7 @@ def baseline(tmp_path_factory):
         pytest.skip(f"CIFAR-10 not found at {CIFAR10}")
     import keras
 
-    from deepcorrect.networks import build_network
+    from studies.networks import build_network
 
     with np.load(CIFAR10) as d:
         x, y = d["x_train"][:1000], d["y_train"][:1000].astype("int64")
@@ -101,7 +101,7 @@ def test_ideal_correction_end_points_and_counts(baseline, ideal_run):
 
 
 def test_random_filter_sets_are_seeded_distinct_and_uniform():
-    an = load_example("_analysis")
+    from studies import analysis as an
     sets = an.random_filter_sets(32, 8, 5, seed=0)
     assert all(len(s) == 8 and len(set(s.tolist())) == 8 and s.min() >= 0 and s.max() < 32
                for s in sets)
@@ -144,7 +144,7 @@ def test_ranked_vs_random_sets_models_and_ttest(baseline, rankings, tmp_path):
     from deepcorrect import Ranking, correction_units
 
     rvr = load_example("ranked_vs_random")
-    an = load_example("_analysis")
+    from studies import analysis as an
     out = tmp_path / "rvr"
     argv = tiny_budget(baseline, rankings, out) + ["--fractions", "0.5", "--trials", "2"]
     assert rvr.main(argv) == 0
@@ -300,7 +300,7 @@ def test_gradient_variance_matches_scipy_sobel():
 def test_first_n_trains_the_first_parameter_layers():
     import keras
 
-    from deepcorrect.networks import build_network
+    from studies.networks import build_network
 
     zhou = load_example("zhou_finetune")
     model = build_network("cifar10_quick", (32, 32, 3))

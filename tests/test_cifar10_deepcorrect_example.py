@@ -62,7 +62,7 @@ def test_budget_flags_set_every_methods_budget():
         import cifar10_deepcorrect as example
     finally:
         sys.path.remove(str(REPO / "examples"))
-    from distort.cli_common import CLIError
+    from robustkit.cli_common import CLIError
 
     config = example.config_for(example.parse_args(["--repair-images", "5000", "--epochs", "2"]))
     assert config["repair"]["images"] == 5000 and config["repair"]["epochs"] == 2

@@ -113,7 +113,7 @@ def test_models_saved_from_an_application_take_pixels(tmp_path):
 
     import deepcorrect
     from deepcorrect.cli import taking_pixels
-    from distort.data import preprocessor
+    from robustkit.data import preprocessor
 
     model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35)
     wrapped = deepcorrect.wrap(model, {"Conv1": np.arange(16)}, layers=["Conv1"])

@@ -23,7 +23,7 @@ import deepcorrect
 from deepcorrect import baselines, cli, costs, graph, ideal, surgery
 from deepcorrect.adaptation import copy_keeping_trainable
 from deepcorrect.export import outputs_are_probabilities, serving_functions
-from distort.cli_common import CLIError
+from robustkit.cli_common import CLIError
 from qrnet import cli as qrnet_cli
 
 SIZE = 16

@@ -37,7 +37,8 @@ import distort
 import qrnet
 from deepcorrect import cli as deepcorrect_cli
 from distort import cli as distort_cli
-from distort import cli_common, data, io, kernels, layers, pipeline, registry, sweep
+from distort import kernels, layers, pipeline, registry, sweep
+from robustkit import cli_common, data, io
 from qrnet import cli as qrnet_cli
 
 REPO = Path(__file__).resolve().parents[1]

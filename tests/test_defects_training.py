@@ -27,7 +27,7 @@ import pytest
 import deepcorrect
 import qrnet
 from deepcorrect.cli import main as deepcorrect_main
-from distort.training_checks import TrainingDiverged, derived_seed
+from robustkit.training_checks import TrainingDiverged, derived_seed
 from qrnet.cli import main as qrnet_main
 
 

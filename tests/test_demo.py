@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 import distort
-from deepcorrect import cli, demo
-from distort.data import FASHION_MNIST_DIR
+import robustkit.data
+from deepcorrect import cli
+from studies import demo
+from robustkit.data import FASHION_MNIST_DIR
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def quick_run(tmp_path_factory):
 
 
 def _test_split(n):
-    (_, _), (x, y) = distort.data.load_fashion_mnist()
+    (_, _), (x, y) = robustkit.data.load_fashion_mnist()
     return x[:n], y[:n]
 
 

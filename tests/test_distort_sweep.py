@@ -13,7 +13,8 @@ import tensorflow as tf
 from PIL import Image
 
 import distort
-from distort import data, metrics
+from distort import metrics
+from robustkit import data
 from distort.sweep import SweepResult, score, sweep
 from tests.conftest import IMAGENET_SAMPLES, REPO
 

@@ -1,6 +1,6 @@
 """Every example script that takes `--seed` checks it as the package's command lines do.
 
-`distort.seeds.seed_argument` refuses anything but an integer in [0, 2147483647] with
+`robustkit.seeds.seed_argument` refuses anything but an integer in [0, 2147483647] with
 `check_seed`'s message; a plain `type=int` would accept -1 and word a refusal differently.
 The argument is parsed before anything loads data or trains, so each script is run in
 process with only a bad `--seed`.
@@ -17,12 +17,12 @@ import pytest
 from tests.conftest import REPO
 
 EXAMPLES = REPO / "examples"
-sys.path.insert(0, str(EXAMPLES))  # the analysis scripts import examples/_analysis.py
+sys.path.insert(0, str(EXAMPLES))  # imagenet_deepcorrect_figures imports its sibling
 
 
 def _takes_seed(path) -> bool:
     text = path.read_text()
-    return '"--seed"' in text or "import _analysis" in text
+    return '"--seed"' in text or "from studies import analysis" in text
 
 
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py")

@@ -1,4 +1,4 @@
-"""distort.preprocessing: keras.applications input conventions as functions and a layer."""
+"""robustkit.preprocessing: keras.applications input conventions as functions and a layer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from distort.preprocessing import APPLICATION_MODES, ImagePreprocessing, resolve
+from robustkit.preprocessing import APPLICATION_MODES, ImagePreprocessing, resolve
 
 
 @pytest.mark.parametrize("family", sorted(APPLICATION_MODES))

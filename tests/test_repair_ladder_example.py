@@ -37,7 +37,7 @@ def test_every_method_is_a_valid_ladder_method():
 def test_quick_run_writes_the_table_and_resumes(tmp_path):
     import keras
 
-    from deepcorrect.networks import build_network
+    from studies.networks import build_network
 
     data = REPO.parent / "shared" / "data" / "cifar10" / "cifar10.npz"
     if not data.is_file():

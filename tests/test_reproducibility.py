@@ -182,7 +182,7 @@ def test_same_seed_gives_byte_identical_saved_weights(runs, stage):
 
 
 def test_units_save_their_derived_seeds(runs):
-    from distort.training_checks import derived_seed
+    from robustkit.training_checks import derived_seed
 
     for run, seed in zip(runs, (0, 0, 1)):
         assert run["unit_seeds"] == [derived_seed(seed, "conv1_unit"),

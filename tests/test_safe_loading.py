@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import pytest
 
-from distort import cli_common, data
+from robustkit import cli_common, data
 
 REPO = Path(__file__).resolve().parents[1]
 SCANNED = ("distort", "deepcorrect", "qrnet", "benchmarks")

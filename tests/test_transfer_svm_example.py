@@ -68,7 +68,7 @@ def test_quick_run_on_cifar10_with_a_saved_model(tmp_path):
 
 
 def test_feature_cache_refuses_other_images_or_another_model_under_a_label(tmp_path):
-    from distort.cli_common import CLIError
+    from robustkit.cli_common import CLIError
 
     selection = {"data": "a.npz", "per_class": 40}
     transfer_svm.check_cache(tmp_path, selection, {"base": "MobileNetV2"})

@@ -6,7 +6,7 @@ everywhere, the same seed gives the same weights in any process, and a run whose
 becomes NaN or infinite stops with one clear error instead of saving a broken model.
 
 - `check_count`, `check_rate`: argument checks; `None` is allowed only where the caller
-  says it means "the preset's default" (seeds: `distort.seeds.check_seed`).
+  says it means "the preset's default" (seeds: `robustkit.seeds.check_seed`).
 - `derived_seed(seed, key)`: a seed for one part of a model (a layer, a unit), the same in
   every process, different for different keys.
 - `reseed_generators(model, seed)`: puts every `keras.random.SeedGenerator` of a model
@@ -36,7 +36,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from distort.seeds import SEED_MAX, check_seed
+from robustkit.seeds import SEED_MAX, check_seed
 
 
 def _or_none(none_ok: bool | str) -> str:

@@ -5,7 +5,7 @@ ranks its filters (Algorithm 1), wraps it with correction units and trains them,
 other repairs of the ladder with the same budget (the same images, epochs and batch size:
 BN adaptation, TENT, Finetune-2, BN adaptation followed by correction units, QRNet), and
 writes one comparison table, the recommended repair (`deepcorrect.recommend`), a Markdown
-report and its figures to `out` (`deepcorrect.demo_report`).
+report and its figures to `out` (`studies.demo_report`).
 
 Every stage keeps its result in `out` (atomic writes): the baseline and every trained model
 as `.keras`, the rankings as JSON, the evaluations as sweep checkpoints, the timings in
@@ -17,7 +17,7 @@ part-way resumes after its last finished epoch. The configuration is a plain tab
 Example:
 
 ```python
-from deepcorrect import demo
+from studies import demo
 
 config = demo.resolve_config("fashion_mnist", quick=True)
 result = demo.run(config, "out/demo-quick")
@@ -37,18 +37,18 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from deepcorrect.comparison import plot_accuracy, recommend
-from deepcorrect.demo_report import (REPORT_FILE, comparison_table, format_tables,
+from studies.demo_report import (REPORT_FILE, comparison_table, format_tables,
                                      plot_restorations, write_report)
 from deepcorrect.stages import STAGES_FILE, Stages, read_model, slug, write_model
 from deepcorrect.surgery import trainable_parameters
 from distort import presets
-from distort.io import atomic_write_text
+from robustkit.io import atomic_write_text
 
 # The methods of the demo's table. `kind` picks how a method is made and trained:
 # "baseline" (the pretrained network), "finetune" (`deepcorrect.finetune(k)`),
 # "deepcorrect" (`deepcorrect.wrap` with a ranking), "restorer" (a QRNet-style U-Net in
 # front of the frozen baseline; `mode` "qrnet" or "recnet"), "classical" (a non-learned
-# restoration, `deepcorrect.restoration`) and "ladder" (`steps` of `deepcorrect.ladder`,
+# restoration, `studies.restoration`) and "ladder" (`steps` of `deepcorrect.ladder`,
 # as `deepcorrect.compare` runs them: BN adaptation, TENT, and combinations).
 DEMO_METHODS: tuple[dict[str, Any], ...] = (
     {"name": "Baseline", "kind": "baseline"},
@@ -181,7 +181,7 @@ def load_data(config: Mapping[str, Any]):
     Raises:
         ValueError: with one line saying how to get the data when it is missing.
     """
-    from distort import data
+    from robustkit import data
 
     name, path = config["dataset"], config.get("data")
     try:
@@ -248,7 +248,7 @@ def train_baseline(config, train, holdout, out: Path, stages: Stages, verbose=1)
     """
     import keras
 
-    from deepcorrect.networks import build_network
+    from studies.networks import build_network
     from deepcorrect.training import step_schedule
 
     path = out / "models" / "baseline.keras"
@@ -459,13 +459,13 @@ def evaluate(models: Mapping[str, Any], test, distortion: str, levels: Sequence[
 
 def evaluate_classical(baseline, test, distortion: str, levels, out: Path, seed: int,
                        name: str = "Classical") -> list[float]:
-    """Top-1 of the baseline behind `deepcorrect.restoration.restore`, told each level.
+    """Top-1 of the baseline behind `studies.restoration.restore`, told each level.
 
     The clean column is the baseline's own (level 0: nothing to restore).
     """
     import tensorflow as tf
 
-    from deepcorrect import restoration
+    from studies import restoration
     from distort.sweep import sweep
 
     values = []

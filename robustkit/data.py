@@ -309,7 +309,7 @@ def preprocessor(name: str | None) -> Callable | None:
 
     Args:
         name: An application name from `APPLICATIONS` (e.g. "MobileNetV2"),
-            a module name (e.g. "mobilenet_v2"), a `distort.preprocessing`
+            a module name (e.g. "mobilenet_v2"), a `robustkit.preprocessing`
             mode (e.g. "tf"), or None for the identity.
 
     Returns:
@@ -324,13 +324,13 @@ def preprocessor(name: str | None) -> Callable | None:
         return None
     import tensorflow as tf
 
-    from distort.preprocessing import resolve
+    from robustkit.preprocessing import resolve
 
     try:
         convert = resolve(APPLICATIONS.get(name, (name, None))[0])
     except ValueError:
         raise ValueError(f"preprocess must be one of {sorted(APPLICATIONS)}, a keras.applications "
-                         f"module name or a distort.preprocessing mode. Received: "
+                         f"module name or a robustkit.preprocessing mode. Received: "
                          f"preprocess={name!r}") from None
     return lambda images: convert(tf.cast(images, tf.float32))
 

@@ -3,7 +3,7 @@
 `ideal_correction.py`, `ranked_vs_random.py`, `local_vs_global.py`,
 `training_curves.py` and `zhou_finetune.py` each reproduce one analysis of the
 DeepCorrect paper (or of Zhou et al.) on CIFAR-10. They share, through this
-module, the demo's machinery (`deepcorrect.demo`): its data split, its
+module, the demo's machinery (`studies.demo`): its data split, its
 `cifar10_quick` baseline (trained and cached in `--out` unless `--model` is
 given), its filter ranking and its repair training, plus the evaluation,
 the stage cache and the table writers.
@@ -27,15 +27,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from deepcorrect.demo import slug  # noqa: E402
-from distort import presets  # noqa: E402
-from distort.cli_common import CLIError  # noqa: E402
-from distort.io import atomic_path, atomic_write_text  # noqa: E402
-from distort.seeds import seed_argument  # noqa: E402
+from deepcorrect.stages import slug
+from distort import presets
+from robustkit.cli_common import CLIError
+from robustkit.io import atomic_path, atomic_write_text
+from robustkit.seeds import seed_argument
 
 DEFAULT_DATA = "../shared/data/cifar10/cifar10.npz"
 DISTORTIONS = ("gaussian_blur", "awgn")
@@ -137,7 +133,7 @@ class Analysis:
     """
 
     def __init__(self, script: str, args: argparse.Namespace, settings: Mapping[str, Any]):
-        from deepcorrect import demo
+        from studies import demo
 
         self.args = args
         self.settings = dict(settings)
@@ -201,7 +197,7 @@ class Analysis:
     def _baseline(self, path: str | None):
         import keras
 
-        from deepcorrect import demo
+        from studies import demo
 
         if path is not None:
             model = keras.models.load_model(path, safe_mode=True)
@@ -219,7 +215,8 @@ class Analysis:
 
     def ranking(self, distortion: str):
         """Algorithm 1 for every conv layer (cached in `rankings/`, or read from --rankings)."""
-        from deepcorrect import Ranking, demo
+        from deepcorrect import Ranking
+        from studies import demo
 
         if self.args.rankings is not None:
             path = Path(self.args.rankings) / f"{distortion}.json"
@@ -276,7 +273,7 @@ class Analysis:
         Returns:
             `{"accuracy": [clean, level 1, ...], "seconds", "trainable", "epochs", "images"}`.
         """
-        from deepcorrect import demo
+        from studies import demo
 
         method = self.with_unit_settings(method)
 

@@ -18,7 +18,7 @@ a model, so that a saved or exported model takes raw pixels.
 Example:
 
 >>> import numpy as np
->>> from distort.preprocessing import ImagePreprocessing, resolve
+>>> from robustkit.preprocessing import ImagePreprocessing, resolve
 >>> float(resolve("mobilenet_v2")(np.float32(255.0)))
 1.0
 >>> np.asarray(ImagePreprocessing("tf")(np.array([[[[0.0, 127.5, 255.0]]]]))).tolist()

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from distort.io import WriteError
+from robustkit.io import WriteError
 
 
 class CLIError(ValueError):
@@ -26,7 +26,7 @@ def fail_cleanly(run: Callable, args, positionals: Sequence[str] = ()) -> int:
     """Runs `run(args)`; expected errors become one stderr line and exit 2.
 
     A multi-line error message is joined into one line. A failure to write an
-    output (`distort.io.WriteError`) names the option that chose the path and
+    output (`robustkit.io.WriteError`) names the option that chose the path and
     the path, e.g. `--out: cannot write out/x.json: Permission denied`. Set
     `DEEPCORRECT_DEBUG=1` to see the full traceback.
 
@@ -264,7 +264,7 @@ def load_model_spec(name: str, weights: str | None = None, flag: str = "--model"
     """
     import keras
 
-    from distort import data
+    from robustkit import data
 
     p = Path(name)
     if p.suffix == ".keras":

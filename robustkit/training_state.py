@@ -32,7 +32,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from distort.io import atomic_path, atomic_write_text
+from robustkit.io import atomic_path, atomic_write_text
 
 STATE_FILE = "state.json"
 

@@ -1,4 +1,4 @@
-"""The demo's table, figures and report (`deepcorrect.demo` runs the stages).
+"""The demo's table, figures and report (`studies.demo` runs the stages).
 
 `format_tables` writes one Markdown table per distortion (accuracy per level, average,
 trainable parameters, training seconds), `comparison_table` turns the demo's results into a
@@ -8,7 +8,7 @@ and `write_report` writes `report.md`.
 Example:
 
 ```python
-from deepcorrect import demo
+from studies import demo
 
 result = demo.run(demo.resolve_config("fashion_mnist", quick=True), "out/demo-quick")
 print(result["table"])                    # format_tables
@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from deepcorrect.stages import Stages, slug
-from distort.io import atomic_path, atomic_write_text
+from robustkit.io import atomic_path, atomic_write_text
 
 REPORT_FILE = "report.md"
 
@@ -135,7 +135,7 @@ def plot_restorations(config, test, baseline, trained, path: Path, count: int = 
         panels = [("clean", images), (f"{d} {level:g}", distorted)]
         for m in restorers:
             if m["kind"] == "classical":
-                from deepcorrect import restoration
+                from studies import restoration
 
                 panels.append((m["name"], restoration.restore(distorted, d, level)))
             else:
