@@ -15,8 +15,7 @@ import tensorflow as tf
 
 import deepcorrect
 from deepcorrect import flat_program
-from deepcorrect import ranking as ranking_module
-from deepcorrect.ranking import Ranking, rank, spearman
+from deepcorrect.ranking import Ranking, exact, rank, spearman
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR = REPO_ROOT / ".." / "shared" / "data" / "cifar10" / "cifar10.npz"
@@ -662,7 +661,7 @@ def test_resume_from_checkpoint(tmp_path, images, residual, monkeypatch):
     path = tmp_path / "ckpt.json"
     reference = run_rank(model, images, labels)
 
-    original = ranking_module._swap_counts
+    original = exact.swap_counts
     calls = []
 
     def crash_on_second_layer(program, site, *args, **kwargs):
@@ -671,7 +670,7 @@ def test_resume_from_checkpoint(tmp_path, images, residual, monkeypatch):
             raise KeyboardInterrupt("simulated interruption")
         return original(program, site, *args, **kwargs)
 
-    monkeypatch.setattr(ranking_module, "_swap_counts", crash_on_second_layer)
+    monkeypatch.setattr(exact, "swap_counts", crash_on_second_layer)
     with pytest.raises(KeyboardInterrupt):
         run_rank(model, images, labels, checkpoint=path)
     saved = json.loads(path.read_text())
@@ -683,7 +682,7 @@ def test_resume_from_checkpoint(tmp_path, images, residual, monkeypatch):
         calls.append(site.layer_name)
         return original(program, site, *args, **kwargs)
 
-    monkeypatch.setattr(ranking_module, "_swap_counts", spy)
+    monkeypatch.setattr(exact, "swap_counts", spy)
     resumed = run_rank(model, images, labels, checkpoint=path)
     assert calls == ["c2", "ca"]  # c1 was not recomputed
     for name in reference.layer_names:
