@@ -283,8 +283,8 @@ def inference_seconds(classifiers: dict, restorer, images) -> dict[str, float]:
     """Seconds per image of each classifier alone, of the restorer, and of both chained."""
     import tensorflow as tf
 
+    from qrnet import resolve_preprocessing
     from qrnet.evaluate import seconds_per_image
-    from qrnet.training import resolve_preprocessing
 
     def chain(*stages):
         @tf.function(reduce_retracing=True)

@@ -4,8 +4,9 @@ Takagi et al., "Quality Recovery Network for Image Classification of Distorted I
 IEEE Access 2019. `QRNet` is the restorer (a U-Net-like encoder-decoder on 0..255
 images), `QualityRecoveryTrainer` trains it with the L1 + lambda * cross-entropy loss
 against frozen classifiers (RecNet, QRNet, MQRNet and end-to-end modes), `train` runs the
-paper's Algorithm 1, `restore` applies a trained restorer and `evaluate_restoration` measures
-accuracy, PSNR and SSIM per distortion and level.
+paper's Algorithm 1 on the batches of `paired_batches`, `restore` applies a trained restorer,
+`evaluate_restoration` measures accuracy, PSNR and SSIM per distortion and level and `export`
+writes SavedModels.
 
 Example:
 
@@ -21,13 +22,17 @@ from robustkit.cli_common import quiet_command_line
 
 quiet_command_line("qrnet")
 
-from qrnet.evaluate import (  # noqa: E402
+from qrnet.batches import clean_batches, paired_batches, resolve_distortions  # noqa: E402
+from qrnet.checkpoints import TrainingCheckpoint
+from qrnet.evaluate import (
     LEVEL_PRESETS,
     average_over_levels,
     evaluate_restoration,
     format_table,
     preset_distortions,
 )
+from qrnet.export import export
+from qrnet.inference import resolve_preprocessing, restore
 from qrnet.model import (
     PREPROCESSING_MODES,
     PRESETS,
@@ -39,19 +44,7 @@ from qrnet.model import (
     paper_layer_count,
     qrnet_from_preset,
 )
-from qrnet.training import (
-    DEFAULT_TRAINING,
-    MODES,
-    ClassifierSpec,
-    QualityRecoveryTrainer,
-    TrainingCheckpoint,
-    clean_batches,
-    paired_batches,
-    resolve_distortions,
-    resolve_preprocessing,
-    restore,
-    train,
-)
+from qrnet.trainer import DEFAULT_TRAINING, MODES, ClassifierSpec, QualityRecoveryTrainer, train
 
 __all__ = [
     "DEFAULT_TRAINING",
@@ -70,6 +63,7 @@ __all__ = [
     "build_qrnet",
     "clean_batches",
     "evaluate_restoration",
+    "export",
     "format_table",
     "paired_batches",
     "paper_layer_count",

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from robustkit.cli_common import CLIError, fail_cleanly, quiet_tensorflow, refuse_existing
-from robustkit.io import atomic_dir, atomic_path, atomic_write_text, make_dirs
+from robustkit.io import atomic_path, atomic_write_text, make_dirs
 from robustkit.seeds import seed_argument
 
 # --- Inputs -------------------------------------------------------------------------------
@@ -271,10 +271,7 @@ def run_evaluate(args) -> None:
 
 
 def run_export(args) -> None:
-    import keras
-    import tensorflow as tf
-
-    from qrnet.training import resolve_preprocessing
+    from qrnet.export import export
 
     restorer = _load_restorer(args.model)
     out = Path(args.out)
@@ -282,31 +279,9 @@ def run_export(args) -> None:
     classifiers = _load_classifiers(args)  # every input is checked before anything is written
     if len(classifiers) > 1:
         raise CLIError(f"export takes at most one --classifier. Received: {len(classifiers)}")
-    channels = restorer.input_shape[-1]
-    with atomic_dir(out / "restorer") as temporary:
-        restorer.export(temporary, format="tf_saved_model", verbose=False)
-    written = [out / "restorer"]
-    if classifiers:
-        _, classifier, preprocessing = classifiers[0]
-        prepare = resolve_preprocessing(preprocessing)
-        height, width = classifier.input_shape[1:3]
-        archive = keras.export.ExportArchive()
-        archive.track(restorer)
-        archive.track(classifier)
-        if isinstance(prepare, keras.layers.Layer):
-            prepare(tf.zeros([1, height, width, channels]))  # Builds the (weightless) layer.
-            archive.track(prepare)
-
-        def serve(images):
-            return classifier(prepare(restorer(images, training=False)), training=False)
-
-        archive.add_endpoint(
-            "serve", serve, input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32)]
-        )
-        with atomic_dir(out / "restorer_classifier") as temporary:
-            archive.write_out(temporary, verbose=False)
-        written.append(out / "restorer_classifier")
-    print("wrote " + ", ".join(str(p) for p in written))
+    _, classifier, preprocessing = classifiers[0] if classifiers else (None, None, None)
+    written = export(restorer, out, classifier, preprocessing)
+    print("wrote " + ", ".join(written))
 
 
 # --- Parser -------------------------------------------------------------------------------
@@ -349,7 +324,7 @@ def _add_distortion_args(parser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `qrnet` command line."""
     from qrnet.model import PRESETS
-    from qrnet.training import DEFAULT_TRAINING, MODES
+    from qrnet.trainer import DEFAULT_TRAINING, MODES
 
     parser = _Parser(prog="qrnet", description=__doc__.split("\n")[0])
     parser.add_argument("--verbose", dest="show_logs", action="store_true",

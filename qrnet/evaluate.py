@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from qrnet.training import Preprocessing, resolve_preprocessing, restore
+from qrnet.inference import Preprocessing, resolve_preprocessing, restore
 
 __all__ = [
     "LEVEL_PRESETS",

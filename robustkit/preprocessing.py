@@ -108,26 +108,40 @@ def mode_of(name: str) -> str:
                      f"or {sorted(APPLICATION_MODES)}. Received: preprocess={name!r}")
 
 
-def resolve(preprocess: Preprocess) -> Callable[[Any], Any]:
+def resolve(preprocess: Preprocess, layer: bool = False) -> Callable[[Any], Any]:
     """The pixel transform for a mode name, a model family name or a function.
+
+    The one place that turns a preprocessing name into a function.
 
     Args:
         preprocess: a `MODES` name, an `APPLICATION_MODES` family name, a
-            function of float RGB pixels on 0..255, or None (the identity).
+            function of float RGB pixels on 0..255 (or a layer), or None (the
+            identity). A function is returned unchanged.
+        layer: return a name as an `ImagePreprocessing` layer, which a model
+            or a SavedModel can track, instead of a plain function. Defaults
+            to False.
 
     Returns:
         A function mapping float pixels to the model's input.
+
+    Raises:
+        ValueError: for an unknown name, naming the allowed ones (with
+            `layer=True`, the message of `ImagePreprocessing`).
 
     Example:
 
     >>> import numpy as np
     >>> round(float(resolve("vgg16")(np.zeros((1, 1, 3), "float32"))[0, 0, 0]), 3)
     -103.939
+    >>> type(resolve("tf", layer=True)).__name__
+    'ImagePreprocessing'
     """
     if preprocess is None:
         return _none
     if callable(preprocess):
         return preprocess
+    if layer:
+        return ImagePreprocessing(preprocess)
     return MODES[mode_of(preprocess)]
 
 

@@ -45,7 +45,6 @@ from distort import cli as distort_cli
 from distort import codecs, pipeline, presets
 from robustkit import data
 from qrnet import cli as qrnet_cli
-from qrnet import training as qrnet_training
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 16
