@@ -39,13 +39,8 @@ from tensorflow.python.framework.convert_to_constants import (  # noqa: E402
     convert_variables_to_constants_v2,
 )
 
-from deepcorrect.surgery import (  # noqa: E402
-    conv_layers,
-    conv_output_channels,
-    correction_units,
-    trainable_parameters,
-    wrap,
-)
+from deepcorrect.graph import conv_layers, filter_count  # noqa: E402
+from deepcorrect.surgery import correction_units, trainable_parameters, wrap  # noqa: E402
 from deepcorrect.units import CorrectionUnit  # noqa: E402
 
 PRESETS = ("cw", "lite", "bottleneck")
@@ -131,7 +126,7 @@ def main() -> None:
     base = keras.applications.MobileNetV2(weights=None, input_shape=(args.size, args.size, 3))
     rng = np.random.default_rng(0)
     ranks = {
-        layer.name: rng.permutation(conv_output_channels(layer))
+        layer.name: rng.permutation(filter_count(layer))
         for layer in conv_layers(base)
     }
     options = dict(beta=args.beta, first=args.first)

@@ -34,8 +34,7 @@ import numpy as np
 
 from deepcorrect.batch_norm import check_train_batch_norm, trained_batch_norms
 from deepcorrect.checks import check_model
-from deepcorrect.graph import batch_norms_by_input
-from deepcorrect.surgery import CONV_LAYER_TYPES, leaf_layers
+from deepcorrect.graph import CONV_LAYER_TYPES, batch_norms_by_input, leaf_layers
 from robustkit.seeds import check_seed
 from robustkit.training_checks import derived_seed
 

@@ -132,7 +132,7 @@ def _wrap_options(args, model, ranking) -> dict:
     `LAYER=VALUE` entries for single layers (`--beta 0.5 conv1=0.75`); with
     per-layer entries, every corrected layer needs a value.
     """
-    from deepcorrect.surgery import choose_layers
+    from deepcorrect.planning import choose_layers
 
     chosen = choose_layers(model, ranking, layers=args.layers, first=args.first)
     return {

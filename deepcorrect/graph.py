@@ -1,4 +1,4 @@
-"""One walker for Keras functional graphs, shared by ranking and surgery.
+"""The graph questions: one walker for Keras functional graphs, and the conv layers in it.
 
 `flatten(model)` turns a Functional or Sequential model (nested models
 included) into a `FlatGraph`: the calls of its leaf layers (and of stateless
@@ -9,32 +9,48 @@ so a flat graph has no model calls left. A nested model called twice gets its
 inner tensors keyed separately for each call.
 
 `deepcorrect.ranking` runs parts of a flat graph on real tensors (the head and
-tail around a swap site); `deepcorrect.surgery` re-calls copies of the layers
+tail around a swap site); `deepcorrect.rewriter` re-calls copies of the layers
 on new symbolic tensors to rebuild a model. Nothing in the model is modified.
+
+This module also answers the questions about layers that ranking, `wrap` and
+the baselines share: which layers are convolutions (`CONV_LAYER_TYPES`,
+`conv_layers`), how many filters a conv layer has (`filter_count`), whether it
+has a built-in activation (`has_activation`), and how many of its filters a
+fraction beta corrects (`corrected_count`).
 
 Example:
 
 ```python
 import keras
-from deepcorrect.graph import flatten, leaf_layers
+from deepcorrect.graph import conv_layers, filter_count, flatten, leaf_layers
 
-inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d1")])
-inputs = keras.Input((4,))
-outputs = keras.layers.Dense(2, name="d2")(inner(inputs))
+inner = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c1")])
+inputs = keras.Input((8, 8, 3))
+outputs = keras.layers.Conv2D(2, 3, name="c2")(inner(inputs))
 model = keras.Model(inputs, outputs)
 
-[layer.name for layer in leaf_layers(model)]   # ['d1', 'd2']
+[layer.name for layer in leaf_layers(model)]        # ['c1', 'c2']
+[filter_count(c) for c in conv_layers(model)]       # [4, 2]
 flat = flatten(model)
-flat.calls[1].inputs == flat.calls[0].outputs  # True: d2 reads d1's output
+flat.calls[1].inputs == flat.calls[0].outputs       # True: c2 reads c1's output
 ```
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Hashable
 
 import keras
+
+# The convolutions: the layers ranked, corrected by `wrap` and counted by Finetune-k.
+CONV_LAYER_TYPES = (
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+    keras.layers.Conv2DTranspose,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,3 +271,85 @@ def batch_norms_by_input(model: keras.Model) -> dict[str, list[str]]:
             if bn.name not in names:
                 names.append(bn.name)
     return found
+
+
+# ---------------------------------------------------------------------------
+# Conv layers.
+
+
+def conv_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The conv layers (`CONV_LAYER_TYPES`) of `model`, nested models included, in graph order.
+
+    Args:
+        model: a Functional or Sequential model.
+
+    Returns:
+        The conv layers, each once.
+
+    Raises:
+        TypeError: if `model` is not a Functional or Sequential model.
+
+    Example:
+
+    >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="c")])
+    >>> [layer.name for layer in conv_layers(m)]
+    ['c']
+    """
+    return [layer for layer in leaf_layers(model) if isinstance(layer, CONV_LAYER_TYPES)]
+
+
+def filter_count(layer: keras.layers.Layer) -> int:
+    """Number of filters (output channels) of a built conv layer.
+
+    A depthwise conv has `depth_multiplier` filters per input channel; every
+    other conv has `filters`.
+
+    Args:
+        layer: a built layer of one of `CONV_LAYER_TYPES`.
+
+    Returns:
+        The number of output channels.
+
+    Example:
+
+    >>> conv = keras.layers.DepthwiseConv2D(3, depth_multiplier=2)
+    >>> conv.build((None, 8, 8, 5))
+    >>> filter_count(conv), filter_count(keras.layers.Conv2D(7, 3))
+    (10, 7)
+    """
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return int(layer.kernel.shape[-2]) * int(layer.depth_multiplier)
+    return int(layer.filters)
+
+
+def has_activation(layer: keras.layers.Layer) -> bool:
+    """Whether `layer` applies a built-in activation (VGG16's `Conv2D(..., activation="relu")`).
+
+    Example:
+
+    >>> has_activation(keras.layers.Conv2D(4, 3, activation="relu"))
+    True
+    >>> has_activation(keras.layers.Conv2D(4, 3)), has_activation(keras.layers.ReLU())
+    (False, False)
+    """
+    return layer.get_config().get("activation", "linear") not in ("linear", None)
+
+
+def corrected_count(beta: float, channels: int) -> int:
+    """How many of `channels` filters a fraction `beta` corrects: round(beta * N), at least 1.
+
+    Halves round up (the paper's counts), and the count never exceeds `channels`.
+
+    Args:
+        beta: the fraction of filters corrected, in (0, 1].
+        channels: the layer's number of filters N.
+
+    Returns:
+        The number of corrected filters, in [1, channels].
+
+    Example:
+
+    >>> corrected_count(0.75, 96), corrected_count(0.5, 384), corrected_count(0.01, 8)
+    (72, 192, 1)
+    """
+    return max(1, min(channels, math.floor(beta * channels + 0.5)))

@@ -464,7 +464,7 @@ def rank_for(model, data: RepairData, folder: Path, first: int | None = None):
     else:
         distortion = MixtureDistortion(data.distortions)
         levels = list(range(len(distortion.pairs)))
-    from deepcorrect.surgery import conv_layers
+    from deepcorrect.graph import conv_layers
     from robustkit.training_checks import check_count
 
     layers = None

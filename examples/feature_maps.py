@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 import distort  # noqa: E402
-from deepcorrect.surgery import conv_layers  # noqa: E402
+from deepcorrect.graph import conv_layers  # noqa: E402
 from robustkit.cli_common import CLIError, fail_cleanly, load_model_spec, refuse_existing  # noqa: E402
 from robustkit.data import load_image_folder, read_image  # noqa: E402
 from robustkit.io import atomic_path, atomic_write_text  # noqa: E402

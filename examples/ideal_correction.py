@@ -152,7 +152,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepcorrect.surgery import conv_layers, corrected_count
+    from deepcorrect.graph import conv_layers, corrected_count
 
     settings = an.resolve(args, FULL, QUICK)
     if settings["trials"] < 1:

@@ -201,7 +201,7 @@ def load_model(name: str, weights: str | None):
 
 def first_conv_names(model, count: int) -> list[str]:
     """Names of the first `count` conv layers (Conv2D, DepthwiseConv2D, ...) of `model`."""
-    from deepcorrect.surgery import conv_layers
+    from deepcorrect.graph import conv_layers
 
     names = [layer.name for layer in conv_layers(model)]
     if not 1 <= count <= len(names):

@@ -254,7 +254,7 @@ def stage_layers(model) -> list[str]:
     """The last ReLU/activation output at each spatial resolution of `model`, in order."""
     import keras
 
-    from deepcorrect.surgery import leaf_layers
+    from deepcorrect.graph import leaf_layers
 
     last: dict[tuple, str] = {}
     for layer in leaf_layers(model):

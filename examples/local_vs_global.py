@@ -50,7 +50,7 @@ def local_and_global(ranking, beta: float = BETA) -> dict[str, dict[str, list[in
     Global: the same total, the top of `Ranking.global_order()`; layers with no
     filter are left out. Indices are in descending priority.
     """
-    from deepcorrect.surgery import corrected_count
+    from deepcorrect.graph import corrected_count
 
     local = {name: [int(j) for j in ranking.order(name)[:corrected_count(beta, n)]]
              for name, n in ranking.filter_counts.items()}

@@ -49,7 +49,7 @@ def plan(order: np.ndarray, fractions, trials: int, seed: int, least=LEAST_FRACT
 
     Counts are `round(fraction * N)` (at least 1), as `deepcorrect.wrap` counts.
     """
-    from deepcorrect.surgery import corrected_count
+    from deepcorrect.graph import corrected_count
 
     n = len(order)
     models = []
@@ -145,7 +145,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepcorrect.surgery import conv_layers
+    from deepcorrect.graph import conv_layers
 
     settings = an.resolve(args, FULL, QUICK)
     settings["fractions"] = list(args.fractions)

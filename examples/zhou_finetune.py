@@ -86,7 +86,8 @@ def gradient_variance(maps: np.ndarray) -> float:
 
 def parameter_layers(model: keras.Model) -> list[str]:
     """Names of the conv and dense layers, input to output (Zhou's 'layers with parameters')."""
-    from deepcorrect.surgery import HEAD_LAYER_TYPES, leaf_layers
+    from deepcorrect.graph import leaf_layers
+    from deepcorrect.planning import HEAD_LAYER_TYPES
 
     return [layer.name for layer in leaf_layers(model) if isinstance(layer, HEAD_LAYER_TYPES)]
 
@@ -98,7 +99,7 @@ def first_n(pretrained: keras.Model, n: int) -> keras.Model:
     (`deepcorrect.folded_batch_norms`, e.g. never trained) stay frozen.
     """
     from deepcorrect.baselines import copy_model, finetune_layer_names
-    from deepcorrect.surgery import conv_layers, leaf_layers
+    from deepcorrect.graph import conv_layers, leaf_layers
 
     params = parameter_layers(pretrained)
     if not 1 <= n <= len(params):
@@ -116,7 +117,7 @@ def first_n(pretrained: keras.Model, n: int) -> keras.Model:
 
 def feature_layer(model: keras.Model) -> str:
     """The last conv layer's batch norm (or the conv itself when none follows it)."""
-    from deepcorrect.surgery import conv_layers
+    from deepcorrect.graph import conv_layers
 
     last = conv_layers(model)[-1]
     for layer in model.layers:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import deepcorrect
-from deepcorrect import baselines, cli, costs, graph, ideal, surgery
+from deepcorrect import baselines, cli, costs, graph, ideal, planning
 from deepcorrect.adaptation import copy_keeping_trainable
 from deepcorrect.export import outputs_are_probabilities, serving_functions
 from robustkit.cli_common import CLIError
@@ -48,8 +48,8 @@ def images(count: int = 8, size: int = SIZE) -> np.ndarray:
 
 
 def ranks(model: keras.Model) -> dict[str, np.ndarray]:
-    return {layer.name: np.arange(surgery.conv_output_channels(layer))
-            for layer in surgery.conv_layers(model)}
+    return {layer.name: np.arange(graph.filter_count(layer))
+            for layer in graph.conv_layers(model)}
 
 
 def write_data(path, labels, size: int = SIZE):
@@ -191,11 +191,11 @@ MODEL_ARGUMENTS = {
     "compare": ("model", lambda e, m: deepcorrect.compare(m, (e["x"], e["y"]), (e["x"], e["y"]),
                                                           "awgn")),
     "Ranking.check_model": ("model", lambda e, m: e["ranking"].check_model(m)),
-    "surgery.conv_layers": ("model", lambda e, m: surgery.conv_layers(m)),
-    "surgery.choose_layers": ("model", lambda e, m: surgery.choose_layers(m, {"conv1": [0]})),
-    "surgery.plan_corrections": ("model",
-                                 lambda e, m: surgery.plan_corrections(m, {"conv1": [0]})),
-    "surgery.head_layer_names": ("model", lambda e, m: surgery.head_layer_names(m, 1)),
+    "graph.conv_layers": ("model", lambda e, m: graph.conv_layers(m)),
+    "planning.choose_layers": ("model", lambda e, m: planning.choose_layers(m, {"conv1": [0]})),
+    "planning.plan_corrections": ("model",
+                                  lambda e, m: planning.plan_corrections(m, {"conv1": [0]})),
+    "planning.head_layer_names": ("model", lambda e, m: planning.head_layer_names(m, 1)),
     "baselines.copy_model": ("model", lambda e, m: baselines.copy_model(m)),
     "baselines.finetune_layer_names": ("model",
                                        lambda e, m: baselines.finetune_layer_names(m, 1)),

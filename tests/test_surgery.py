@@ -13,13 +13,8 @@ from deepcorrect.layers import (
     scatter_permutation,
     validate_channel_indices,
 )
-from deepcorrect.surgery import (
-    conv_layers,
-    conv_output_channels,
-    correction_units,
-    corrected_count,
-    wrap,
-)
+from deepcorrect.graph import conv_layers, corrected_count, filter_count
+from deepcorrect.surgery import correction_units, wrap
 
 # ---------------------------------------------------------------------------
 # Small models and helpers.
@@ -108,7 +103,7 @@ def vgg16():
 def random_ranks(model, seed=0):
     rng = np.random.default_rng(seed)
     return {
-        layer.name: rng.permutation(conv_output_channels(layer))
+        layer.name: rng.permutation(filter_count(layer))
         for layer in conv_layers(model)
     }
 
