@@ -1,9 +1,10 @@
 """Image distortions of the robustness papers, as seeded TensorFlow ops.
 
-The reading path: `kernels` (point-spread functions), `ops` and `codecs` (the
-distortions), `presets` (the papers' levels), `pipeline` (`tf.data`),
-`layers` (Keras preprocessing layers), `metrics`, `sweep`. Loaders and the
-other shared plumbing live in `robustkit`.
+The reading path: `kernels` (point-spread functions), `conventions` (images,
+levels, seeds), `convolution`, then the distortions: `blur`, `noise`,
+`photometric`, `codecs` and `imagenet_c`; `presets` (the papers' levels),
+`pipeline` (`tf.data`), `layers` (Keras preprocessing layers), `metrics`,
+`sweep`. Loaders and the other shared plumbing live in `robustkit`.
 
 The names below are imported on first use, so that `import distort` (and the
 `distort` command line, before it knows what it will run) does not load
@@ -30,15 +31,15 @@ _EXPORTS = {
     "glymur_available": "distort.codecs",
     "jpeg": "distort.codecs",
     "jpeg2000": "distort.codecs",
-    "awgn": "distort.ops",
-    "camera_shake": "distort.ops",
-    "combined": "distort.ops",
-    "contrast": "distort.ops",
-    "convolve": "distort.ops",
-    "defocus_blur": "distort.ops",
-    "gaussian_blur": "distort.ops",
-    "motion_blur": "distort.ops",
-    "random_walk_blur": "distort.ops",
+    "awgn": "distort.noise",
+    "camera_shake": "distort.blur",
+    "combined": "distort.blur",
+    "contrast": "distort.photometric",
+    "convolve": "distort.convolution",
+    "defocus_blur": "distort.blur",
+    "gaussian_blur": "distort.blur",
+    "motion_blur": "distort.blur",
+    "random_walk_blur": "distort.blur",
     "DISTORTIONS": "distort.registry",
     "apply": "distort.registry",
     "distortion": "distort.registry",
@@ -56,7 +57,7 @@ def __getattr__(name: str):
         module = importlib.import_module(_EXPORTS[name])
         value = module if module.__name__ == f"distort.{name}" else getattr(module, name)
     elif not name.startswith("_") and importlib.util.find_spec(f"distort.{name}") is not None:
-        value = importlib.import_module(f"distort.{name}")  # a submodule, e.g. distort.ops
+        value = importlib.import_module(f"distort.{name}")  # a submodule, e.g. distort.blur
     else:
         raise AttributeError(f"module 'distort' has no attribute {name!r}")
     globals()[name] = value

@@ -16,7 +16,7 @@ import io
 import numpy as np
 import tensorflow as tf
 
-from distort.ops import cast_back, check_batch, check_levels
+from distort.conventions import cast_back, check_batch, check_levels
 
 JPEG2000_BACKENDS = ("pillow", "glymur")
 JPEG2000_PSNR_RANGE = (10.0, 80.0)

@@ -1,7 +1,7 @@
 """Blur kernels of the papers, as unit-sum NumPy arrays.
 
 Every function returns a 2-D `float32` array that sums to 1, so users can
-inspect and plot the point-spread functions that `distort.ops` applies.
+inspect and plot the point-spread functions that `distort.blur` applies.
 
 Example:
 
@@ -32,7 +32,7 @@ WINDOW_RULES = {
 }
 
 # Rule name -> (a, b): the window is about a * sigma + b pixels wide (before rounding to
-# an odd size); `distort.ops.gaussian_blur` bounds sigma with it.
+# an odd size); `distort.blur.gaussian_blur` bounds sigma with it.
 WINDOW_WIDTHS = {"4sigma+1": (4, 1), "4sigma-1": (4, -1), "8sigma+1": (8, 1)}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from distort.ops import to_float_batch
+from distort.conventions import to_float_batch
 
 
 def psnr(images, references) -> tf.Tensor:

@@ -16,23 +16,24 @@ from typing import Callable
 
 import tensorflow as tf
 
-from distort import codecs, imagenet_c, ops
+from distort import blur, codecs, imagenet_c, noise, photometric
+from distort.convolution import convolve
 from robustkit.seeds import check_seed
 
 # name -> (function, name of its level argument, fixed options, random?)
 DISTORTIONS: dict[str, tuple[Callable, str | None, dict, bool]] = {
-    "gaussian_blur": (ops.gaussian_blur, "sigma", {}, False),
-    "awgn": (ops.awgn, "sigma", {}, True),
-    "contrast": (ops.contrast, "alpha", {}, False),
+    "gaussian_blur": (blur.gaussian_blur, "sigma", {}, False),
+    "awgn": (noise.awgn, "sigma", {}, True),
+    "contrast": (photometric.contrast, "alpha", {}, False),
     "jpeg": (codecs.jpeg, "quality", {}, False),
     "jpeg2000": (codecs.jpeg2000, "psnr", {}, False),
-    "defocus_blur": (ops.defocus_blur, "radius", {}, False),
-    "motion_blur": (ops.motion_blur, "length", {}, False),
-    "motion_blur_horizontal": (ops.motion_blur, "length", {"angle": 0.0}, False),
-    "motion_blur_vertical": (ops.motion_blur, "length", {"angle": 90.0}, False),
-    "random_walk_blur": (ops.random_walk_blur, "size", {}, True),
-    "camera_shake": (ops.camera_shake, None, {}, True),
-    "combined": (ops.combined, "max_level", {}, True),
+    "defocus_blur": (blur.defocus_blur, "radius", {}, False),
+    "motion_blur": (blur.motion_blur, "length", {}, False),
+    "motion_blur_horizontal": (blur.motion_blur, "length", {"angle": 0.0}, False),
+    "motion_blur_vertical": (blur.motion_blur, "length", {"angle": 90.0}, False),
+    "random_walk_blur": (blur.random_walk_blur, "size", {}, True),
+    "camera_shake": (blur.camera_shake, None, {}, True),
+    "combined": (blur.combined, "max_level", {}, True),
 }
 
 
@@ -136,7 +137,7 @@ def _switch(images, name: str, level, fn: Callable, kwargs: dict):
             message=f"level must be 0 (off) or 1 (on) for {name!r}")
         with tf.control_dependencies([on]):
             return tf.cond(tf.reduce_all(tf.equal(level, 1.0)), lambda: fn(images, **kwargs),
-                           lambda: ops.convolve(images, [[1.0]]))
+                           lambda: convolve(images, [[1.0]]))
     value = level.numpy() if isinstance(level, tf.Tensor) else level
     try:
         ok = float(value) in (0.0, 1.0)
@@ -144,7 +145,7 @@ def _switch(images, name: str, level, fn: Callable, kwargs: dict):
         ok = False
     if isinstance(value, bool) or not ok:
         raise ValueError(f"level must be 0 (off) or 1 (on) for {name!r}. Received: level={value!r}")
-    return fn(images, **kwargs) if float(value) == 1.0 else ops.convolve(images, [[1.0]])
+    return fn(images, **kwargs) if float(value) == 1.0 else convolve(images, [[1.0]])
 
 
 def distortion(name: str, **options) -> Callable:

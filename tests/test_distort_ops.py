@@ -164,7 +164,7 @@ def test_random_blurs_use_one_kernel_per_image(photos, name, level, make):
     y = distort.apply(x, name, level, seed=7).numpy()
     # Each output equals SciPy's convolution with its own random kernel: recover
     # the per-image seeds the op derives and check against them.
-    seeds = distort.ops.per_image_seeds(distort.ops.seed_tensor(7), 4).numpy()
+    seeds = distort.conventions.per_image_seeds(distort.conventions.seed_tensor(7), 4).numpy()
     for i in range(4):
         ref = scipy_filter(x[i : i + 1], make(int(seeds[i])))[0]
         np.testing.assert_allclose(y[i], np.clip(ref, 0, 255), atol=2e-3)
@@ -180,7 +180,7 @@ NUMPY_PAD_MODES = {"reflect": "symmetric", "mirror": "reflect", "nearest": "edge
 def test_pad_matches_numpy(border, rows, cols):
     x = np.arange(2 * 5 * 7 * 3, dtype=np.uint8).reshape(2, 5, 7, 3)
     want = np.pad(x, [(0, 0), rows, cols, (0, 0)], mode=NUMPY_PAD_MODES[border])
-    np.testing.assert_array_equal(distort.ops.pad(tf.constant(x), rows, cols, border).numpy(), want)
+    np.testing.assert_array_equal(distort.convolution.pad(tf.constant(x), rows, cols, border).numpy(), want)
 
 
 def dense_per_image(x: np.ndarray, stack: np.ndarray, border: str) -> np.ndarray:
@@ -203,12 +203,12 @@ def test_sparse_per_image_kernels_equal_the_dense_convolution(photos, border):
     stack = np.stack([kernels.random_walk(4, seed=s) for s in range(4)])
     stack[3] = 0
     stack[3, 0, 7:] = 0.5  # in a corner: its window is pushed back inside the kernel
-    window, rows, cols = distort.ops._crop_kernels(stack[:, ::-1, ::-1])
+    window, rows, cols = distort.convolution.crop_kernels(stack[:, ::-1, ::-1])
     assert window.shape[1:] == (3, 2) and len(set(rows)) > 1 and len(set(cols)) > 1
     dense = np.clip(dense_per_image(photos, stack, border), 0, 255)
-    got = distort.ops._convolve_sparse(tf.constant(photos, tf.float32), stack, border).numpy()
+    got = distort.convolution.convolve_sparse(tf.constant(photos, tf.float32), stack, border).numpy()
     np.testing.assert_allclose(got, dense, rtol=0, atol=1e-4)
-    got = distort.ops._convolve_sparse(tf.constant(photos), stack, border).numpy()
+    got = distort.convolution.convolve_sparse(tf.constant(photos), stack, border).numpy()
     assert got.dtype == np.uint8 and np.abs(got.astype(int) - np.round(dense)).max() <= 1
 
 

@@ -66,7 +66,7 @@ def test_every_corruption_is_registered_with_its_prefix():
         assert distort.registry.level_range(f"imagenet_c.{name}") == (1.0, 5.0)
     # The seed papers' distortions of the same names stay what they were.
     for name in ("defocus_blur", "motion_blur", "gaussian_blur", "contrast"):
-        assert distort.DISTORTIONS[name][0] is getattr(distort.ops, name)
+        assert distort.DISTORTIONS[name][0] is getattr(distort, name)
     assert len(presets.get("imagenet_c")) == 15 and len(presets.get("imagenet_c_extra")) == 4
     assert presets.levels("imagenet_c", "imagenet_c.fog") == (1.0, 2.0, 3.0, 4.0, 5.0)
     assert imagenet_c.corruption_name("imagenet_c.fog") == "fog"

@@ -1,7 +1,7 @@
 """ImageNet-C blurs: defocus, glass, motion, zoom and Gaussian.
 
 These are the ImageNet-C definitions, not the seed papers' blurs of
-`distort.ops` (Vasiljevic's defocus disk and motion box, Dodge & Karam's
+`distort.blur` (Vasiljevic's defocus disk and motion box, Dodge & Karam's
 Gaussian): they are registered as `imagenet_c.defocus_blur` and so on.
 Each takes images (NHWC or HWC, uint8 or float on 0..255) and a severity
 1..5 (or one per image); the random ones (glass, motion) take a seed.
@@ -32,7 +32,7 @@ from distort.imagenet_c.common import (
     params,
     static_size,
 )
-from distort.ops import pad
+from distort.convolution import pad
 
 
 # ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from distort.imagenet_c.constants import SEVERITIES
-from distort.ops import check_batch, from_float_batch, seed_tensor
+from distort.conventions import check_batch, from_float_batch, seed_tensor
 
 RGB2GRAY = (0.2989, 0.5870, 0.1140)  # the reference's rgb2gray weights
 
@@ -148,7 +148,7 @@ def corrupt(images, severity, fn: Callable, seed=None, colour: bool = False,
         images: NHWC or HWC images, uint8 or float on 0..255, 1 or 3 channels.
         severity: An integer 1..5 or one per image (see `check_severity`).
         fn: `fn(x, severity, seed) -> y`, x a float32 batch on 0..`scale`.
-        seed: Seed of random corruptions (see `distort.ops.seed_tensor`).
+        seed: Seed of random corruptions (see `distort.conventions.seed_tensor`).
         colour: Whether `fn` needs RGB: gray images then go through it as
             three equal channels and come back as their luminance.
         scale: 1.0 (x on 0..1, as most reference corruptions) or 255.0.
@@ -281,13 +281,13 @@ def separable_filter(x: tf.Tensor, column: np.ndarray, row: np.ndarray, border: 
         x: Float NHWC batch.
         column: 1-D kernel along the rows (odd length).
         row: 1-D kernel along the columns (odd length).
-        border: A border of `distort.ops.pad` ("reflect" is SciPy's reflect,
+        border: A border of `distort.convolution.pad` ("reflect" is SciPy's reflect,
             "nearest" repeats the edge, "mirror" is OpenCV's reflect-101).
 
     Returns:
         The filtered batch.
     """
-    from distort.ops import pad
+    from distort.convolution import pad
 
     rv, rh = len(column) // 2, len(row) // 2
     shape = tf.shape(x)

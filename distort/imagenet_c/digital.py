@@ -3,7 +3,7 @@
 Each takes images (NHWC or HWC, uint8 or float on 0..255) and a severity
 1..5 (or one per image); elastic_transform also takes a seed. The ImageNet-C
 contrast is registered as `imagenet_c.contrast`, apart from Dodge & Karam's
-`contrast` of `distort.ops` (a blend with the mean luminance).
+`contrast` of `distort.photometric` (a blend with the mean luminance).
 
 Example:
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from distort.imagenet_c.common import (corrupt, corruption_doc, gaussian_filter, params,
                                        separable_filter)
-from distort.ops import pad
+from distort.convolution import pad
 
 # Water is pale turquoise, mud brown (RGB on 0..1).
 WATER = (175 / 255.0, 238 / 255.0, 238 / 255.0)
