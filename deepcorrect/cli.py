@@ -33,8 +33,8 @@ import os
 import sys
 from pathlib import Path
 
-from robustkit.cli_common import (CLIError, fail_cleanly, load_model_spec, quiet_tensorflow,
-                                refuse_existing, require_positive)
+from robustkit.cli_common import (CLIError, load_data, load_model_spec, refuse_existing,
+                                require_positive, run_command_line)
 from robustkit.seeds import seed_argument
 
 
@@ -62,20 +62,8 @@ def _distortion_args(p) -> None:
 
 
 def _load_data(args, default_split: str, size: int | None):
-    from robustkit import data
-
-    p = Path(args.data)
-    split = args.split or default_split
     require_positive(args, "limit")
-    if p.suffix == ".npz":
-        (xt, yt), (xv, yv) = data.load_cifar10(p)
-        x, y = (xt, yt) if split == "train" else (xv, yv)
-    else:  # only the first --limit photos are read
-        folder = data.load_image_folder(p, size=size or 224, limit=args.limit)
-        x, y = folder.images, folder.labels
-    if args.limit is not None:
-        x, y = x[: args.limit], y[: args.limit]
-    return x, y
+    return load_data(args.data, split=args.split or default_split, size=size, limit=args.limit)
 
 
 def _levels(args):
@@ -107,6 +95,8 @@ def _run_rank(args) -> None:
     os.replace(partial, args.out)
     for name in ranking.layer_names:
         print(f"{name}: top filters {ranking.order(name)[:8].tolist()}")
+        if ranking.reliability(name) is not None:
+            print(f"{name}: {ranking.reliability(name).summary()}")
     print(f"wrote {args.out}")
 
 
@@ -415,7 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p), _data_args(p), _distortion_args(p)
     p.add_argument("--layers", nargs="+", default=None, help="conv layer names (default: all)")
     p.add_argument("--site", default="pre_activation", choices=("pre_activation", "post_activation"))
-    p.add_argument("--score", default="gain", choices=("gain", "relative_error"))
+    p.add_argument("--score", default="gain", choices=("gain", "relative_error", "log_prob"),
+                   help="gain: top-1 accuracy gain (default); log_prob: gain in the true "
+                        "class's log-probability, continuous")
     p.add_argument("--method", default="exact", choices=("exact", "approx"))
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=seed_argument, default=0)
@@ -498,9 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the `deepcorrect` command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    quiet_tensorflow(args.show_logs)
-    return fail_cleanly(args.run, args)
+    return run_command_line(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,6 @@ from deepcorrect import graph
 
 __all__ = [
     "CHAIN_TYPES",
-    "CONV_TYPES",
     "PER_CHANNEL_TYPES",
     "Mix",
     "Program",
@@ -59,8 +58,6 @@ __all__ = [
     "Step",
     "apply_preprocess",
     "choose_conv_layers",
-    "conv_layers",
-    "filter_count",
     "follow_chain",
     "head_fn",
     "mix_for",
@@ -73,12 +70,6 @@ def _layer_classes(*names: str) -> tuple[type, ...]:
     """The classes of `keras.layers` named `names`, leaving out any this Keras lacks."""
     return tuple(getattr(keras.layers, name) for name in names if hasattr(keras.layers, name))
 
-
-# The convolution classes whose output channels are ranked.
-CONV_TYPES: tuple[type, ...] = _layer_classes(
-    "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
-    "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
-)
 
 # Layers that make up the "BN/activation chain" after a conv: per-channel maps
 # that keep the channel count and are what `site="post_activation"` walks.
@@ -142,11 +133,6 @@ def _linear_clone(layer: Any, input_shape: Any) -> Any:
     return clone
 
 
-def _has_activation(layer: Any) -> bool:
-    act = getattr(layer, "activation", None)
-    return act is not None and getattr(act, "__name__", "") != "linear"
-
-
 class Program:
     """A model as an ordered list of steps on keyed tensors.
 
@@ -171,7 +157,7 @@ class Program:
         split_ids = {id(layer) for layer in split}
         self.steps: list[Step] = []
         for step in map(_call_step, flat.calls):
-            if id(step.layer) in split_ids and _has_activation(step.layer):
+            if id(step.layer) in split_ids and graph.has_activation(step.layer):
                 self.steps.extend(self._split(step))
             else:
                 self.steps.append(step)
@@ -266,17 +252,6 @@ class Site:
     mix: "Mix | None" = None  # the first mixing layer, run incrementally
 
 
-def conv_layers(model: keras.Model) -> list[Any]:
-    """Conv layers of the model (nested models included), in graph order."""
-    return [layer for layer in graph.leaf_layers(model) if isinstance(layer, CONV_TYPES)]
-
-
-def filter_count(layer: Any) -> int:
-    """Number of output channels of a conv layer."""
-    axis = 1 if getattr(layer, "data_format", "channels_last") == "channels_first" else -1
-    return int(layer._inbound_nodes[0].outputs[0].shape[axis])
-
-
 def site_for(program: Program, layer: Any, site: str, incremental: bool = False) -> Site:
     """Locates the swap site of `layer` and the head/tail/boundary around it.
 
@@ -310,7 +285,7 @@ def site_for(program: Program, layer: Any, site: str, incremental: bool = False)
         layer_name=layer.name,
         key=key,
         swap_key=swap_key,
-        channels=filter_count(layer),
+        channels=graph.filter_count(layer),
         channel_axis=channel_axis,
         tail=tail,
         boundary=boundary,
@@ -508,7 +483,7 @@ def choose_conv_layers(model: keras.Model, layers: Sequence[str] | None) -> list
         ValueError: for an empty list, a name that is not a conv layer of the
             model (its conv layers are listed), or a model without conv layers.
     """
-    convs = conv_layers(model)
+    convs = graph.conv_layers(model)
     if layers is None:
         if not convs:
             raise ValueError(f"Model {model.name!r} has no conv layer to rank.")

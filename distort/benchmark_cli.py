@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from robustkit.cli_common import CLIError, load_model_spec, require_positive
+from robustkit.cli_common import CLIError, load_data, load_model_spec, require_positive
 from robustkit.seeds import seed_argument
 
 BASELINES = ("alexnet", "none")
@@ -84,7 +84,6 @@ def load_baseline(value: str | None, cifar: bool):
 
 def run(args) -> None:
     """Runs `distort benchmark`."""
-    from distort.cli import load_eval_data
     from distort.corruption_benchmark import benchmark, corruption_list
     from robustkit.io import atomic_write_text, make_dirs
 
@@ -106,7 +105,7 @@ def run(args) -> None:
     label, spec, size = load_model_spec(args.model, args.weights)
     images = labels = None
     if args.data is not None:
-        images, labels = load_eval_data(args.data, size, limit=args.limit, every=args.every)
+        images, labels = load_data(args.data, size=size, limit=args.limit, every=args.every)
     source, data = "generate", None
     if args.imagenet_c is not None:
         source, data = "imagenet_c", args.imagenet_c

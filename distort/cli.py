@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from distort import benchmark_cli
-from robustkit.cli_common import (CLIError, fail_cleanly, load_model_spec, quiet_tensorflow,
-                                refuse_existing, require_positive)
+from robustkit.cli_common import (CLIError, load_data, load_model_spec, quiet_tensorflow,
+                                refuse_existing, require_positive, run_command_line)
 from robustkit.seeds import seed_argument
 
 POSITIONALS = ("input", "output")
@@ -264,8 +264,8 @@ def _run_sweep(args) -> None:
     scale = args.scale or presets.canonical_scale(args.preset)
     # The crop keeps the usual 224/256 of the short side; models resize it to their input.
     size = round(scale * 224 / 256) if scale else max(sizes)
-    images, labels = load_eval_data(args.data, size, short_side=scale, limit=args.limit,
-                                    every=args.every, resize=args.resize)
+    images, labels = load_data(args.data, size=size, short_side=scale, limit=args.limit,
+                               every=args.every, resize=args.resize)
     out = make_dirs(args.out)
     options = presets.options(args.preset)
     result = sweep_mod.sweep(specs, images, labels, table, preset=args.preset,
@@ -295,40 +295,6 @@ def _levels_of(result) -> dict:
     return table
 
 
-def load_eval_data(path: str, size: int | None, short_side: int | None = None,
-                   limit: int | None = None, every: int = 1,
-                   resize: str = "crop") -> tuple[np.ndarray, np.ndarray]:
-    """Loads test images and labels from a folder or a CIFAR-style `.npz`.
-
-    Folder photos are center-cropped to `size` after resizing their short side
-    to `short_side` (default 256/224 of `size`), or with `resize="squash"`
-    resized whole to `size` x `size`. Of a folder, only the photos used are read.
-
-    Args:
-        path: The folder or `.npz`.
-        size: Side of the square photos (default 224).
-        short_side: Short side before a center crop.
-        limit: Use the first `limit` images (after `every`); None for all.
-        every: Use every `every`-th image.
-        resize: "crop" or "squash" (see `robustkit.data.load_image_folder`).
-
-    Returns:
-        `(images, labels)`.
-    """
-    from robustkit import data
-
-    p = Path(path)
-    if p.suffix == ".npz":
-        _, (x, y) = data.load_cifar10(p)
-        x, y = x[::every], y[::every]
-        return (x, y) if limit is None else (x[:limit], y[:limit])
-    folder = data.load_image_folder(p, size=size or 224, short_side=short_side, limit=limit,
-                                    every=every, resize=resize)
-    if folder.skipped:
-        print(f"skipped {len(folder.skipped)} unreadable file(s)", file=sys.stderr)
-    return folder.images, folder.labels
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distort", description=__doc__.split("\n")[0])
     parser.add_argument("--verbose", dest="show_logs", action="store_true",
@@ -344,9 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the `distort` command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    quiet_tensorflow(args.show_logs)
-    return fail_cleanly(args.run, args, POSITIONALS)
+    return run_command_line(build_parser(), argv, POSITIONALS)
 
 
 if __name__ == "__main__":

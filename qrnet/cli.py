@@ -25,21 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from robustkit.cli_common import CLIError, fail_cleanly, quiet_tensorflow, refuse_existing
+from robustkit.cli_common import CLIError, load_data, refuse_existing, run_command_line
 from robustkit.io import atomic_path, atomic_write_text, make_dirs
 from robustkit.seeds import seed_argument
 
 # --- Inputs -------------------------------------------------------------------------------
-
-
-def load_data(path: str, split: str = "train", image_size: int = 224, limit: int | None = None):
-    """`robustkit.data.load_images`, with its errors reported against `--data`."""
-    from robustkit.data import load_images
-
-    try:
-        return load_images(path, split=split, size=image_size, limit=limit)
-    except ValueError as e:
-        raise CLIError(f"--data: {e}") from None
 
 
 def _load_restorer(path: str, flag: str = "--model"):
@@ -128,7 +118,7 @@ def run_train(args) -> None:
     out = Path(args.out)
     final = out / "restorer.keras"
     refuse_existing(final, args.overwrite)
-    images, labels = load_data(args.data, args.split, args.image_size, args.limit)
+    images, labels = load_data(args.data, split=args.split, size=args.image_size, limit=args.limit)
     if labels is None:
         raise CLIError(f"--data needs labels for training: {args.data}")
     if not 0.0 <= args.val_fraction < 1.0:
@@ -246,7 +236,7 @@ def run_evaluate(args) -> None:
     for item in args.restorer or []:
         name, _, path = item.rpartition("=")
         restorers[name or Path(path).stem] = _load_restorer(path, "--restorer")
-    images, labels = load_data(args.data, args.split, args.image_size, args.limit)
+    images, labels = load_data(args.data, split=args.split, size=args.image_size, limit=args.limit)
     if labels is None:
         raise CLIError(f"--data needs labels for evaluation: {args.data}")
     levels, apply_fn = _distortions(args)
@@ -395,9 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["restore", "--model", "missing.keras", "--input", "x.npz", "--output", "y.npz"])
     2
     """
-    args = build_parser().parse_args(argv)
-    quiet_tensorflow(args.show_logs)
-    return fail_cleanly(args.run, args)
+    return run_command_line(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,76 @@ def fail_cleanly(run: Callable, args, positionals: Sequence[str] = ()) -> int:
     return 0
 
 
+def run_command_line(parser, argv: Sequence[str] | None = None,
+                     positionals: Sequence[str] = ()) -> int:
+    """Parses `argv`, quiets TensorFlow unless `--verbose`, runs the subcommand cleanly.
+
+    The `main()` of every command line: each subcommand's parser sets `run` (a function of
+    the parsed arguments) as a default, and the top parser has `--verbose` (`show_logs`).
+
+    Args:
+        parser: The command line's `argparse.ArgumentParser`.
+        argv: The arguments (None: `sys.argv[1:]`).
+        positionals: Destinations of positional arguments (see `fail_cleanly`).
+
+    Returns:
+        The exit status (see `fail_cleanly`).
+
+    Example:
+
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser()
+    >>> _ = parser.add_argument("--verbose", dest="show_logs", action="store_true")
+    >>> parser.set_defaults(run=lambda args: None)
+    >>> run_command_line(parser, [])
+    0
+    """
+    args = parser.parse_args(argv)
+    quiet_tensorflow(args.show_logs)
+    return fail_cleanly(args.run, args, positionals)
+
+
+def load_data(path: str | os.PathLike, split: str = "test", size: int | None = None,
+              limit: int | None = None, short_side: int | None = None, every: int = 1,
+              resize: str = "crop", flag: str = "--data"):
+    """A command's images and labels (`robustkit.data.load_images`), errors naming `flag`.
+
+    The one loader of the three command lines: an image folder (photos centre-cropped to
+    `size`, default 224, or squashed with `resize="squash"`), a CIFAR-style `.npz` (the
+    `split` arrays) or one image file. Of a folder, only the photos used are read.
+
+    Args:
+        path: The folder, `.npz` or image file.
+        split: `"train"` or `"test"`: which arrays of a CIFAR-style `.npz`.
+        size: Side of folder photos (None: 224).
+        limit: Keep the first `limit` images (after `every`); None for all.
+        short_side: Short side before a centre crop (default 256/224 of `size`).
+        every: Keep every `every`-th image.
+        resize: "crop" or "squash".
+        flag: The option that named `path`, for error messages.
+
+    Returns:
+        `(images, labels)`: uint8 `[N, H, W, C]` and int64 `[N]` (None without labels).
+
+    Raises:
+        CLIError: naming `flag`, for a missing or unreadable `path`.
+
+    Example:
+
+    >>> load_data("missing.npz")
+    Traceback (most recent call last):
+    ...
+    robustkit.cli_common.CLIError: --data: path does not exist: missing.npz
+    """
+    from robustkit.data import load_images
+
+    try:
+        return load_images(path, split=split, size=size or 224, short_side=short_side,
+                           limit=limit, resize=resize, every=every)
+    except (ValueError, FileNotFoundError) as e:
+        raise CLIError(f"{flag}: {e}") from None
+
+
 def option_for_path(args, path: str | os.PathLike, positionals: Iterable[str] = ()) -> str | None:
     """The command-line option whose value is `path`, a folder holding it, or its stem.
 

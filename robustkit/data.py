@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import sys
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -245,8 +246,7 @@ def load_image_folder(path: str | os.PathLike, size: int = 224, short_side: int 
         raise ValueError(f"on_bad_file must be one of {ON_BAD_FILE}. Received: on_bad_file={on_bad_file!r}")
     check_resize(resize)
     limit = check_limit(limit)
-    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-        raise ValueError(f"every must be an integer >= 1. Received: every={every!r}")
+    check_every(every)
     root = _existing(path, "dir")
     entries: list[tuple[Path, int]] = []
     class_names: list[str] = []
@@ -304,6 +304,19 @@ APPLICATIONS = {
 }
 
 
+def check_every(every) -> int:
+    """Returns `every` (keep every `every`-th image), or raises for anything but an integer >= 1.
+
+    Example:
+
+    >>> check_every(3)
+    3
+    """
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"every must be an integer >= 1. Received: every={every!r}")
+    return int(every)
+
+
 def preprocessor(name: str | None) -> Callable | None:
     """Returns a `keras.applications` model's input conversion, as a function.
 
@@ -339,8 +352,8 @@ SPLITS = ("train", "test")
 
 
 def load_images(path: str | os.PathLike, split: str = "test", size: int = 224,
-                short_side: int | None = None, limit: int | None = None, resize: str = "crop"
-                ) -> tuple[np.ndarray, np.ndarray | None]:
+                short_side: int | None = None, limit: int | None = None, resize: str = "crop",
+                every: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
     """Loads images and labels from an image folder, an `.npz` or one image file.
 
     An `.npz` holds `x_<split>`/`y_<split>` (CIFAR-style, as
@@ -356,6 +369,7 @@ def load_images(path: str | os.PathLike, split: str = "test", size: int = 224,
         limit: Keep the first `limit` images (a folder reads no more).
         resize: How folder photos become squares: "crop" or "squash" (see
             `load_image_folder`).
+        every: Keep every `every`-th image (before `limit`); of a folder, only those are read.
 
     Returns:
         `(images, labels)`: uint8 `[N, H, W, C]` and int64 `[N]` (or None).
@@ -373,15 +387,19 @@ def load_images(path: str | os.PathLike, split: str = "test", size: int = 224,
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Received: split={split!r}")
     limit = check_limit(limit)
+    check_every(every)
     check_resize(resize)
     source = Path(path)
     labels: np.ndarray | None
     if source.is_dir():
         folder = load_image_folder(source, size=size, short_side=short_side, limit=limit,
-                                   resize=resize)
+                                   resize=resize, every=every)
         images, labels = folder.images, folder.labels
+        if folder.skipped:
+            print(f"skipped {len(folder.skipped)} unreadable file(s)", file=sys.stderr)
     elif source.suffix == ".npz":
         images, labels = _npz_arrays(_existing(source), split)
+        images, labels = images[::every], None if labels is None else labels[::every]
     elif source.suffix.lower() in IMAGE_SUFFIXES:
         images, labels = read_image(source)[None], None
     else:

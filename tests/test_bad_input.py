@@ -534,7 +534,7 @@ CLI_CASES = [
             "error: layers: 'conv7' is not a layer of model 'tiny'"),
     CliCase("rank: missing data", C, ["rank", "--model", MODEL, "--data", "nope.npz", "--distortion",
                                       "awgn", "--out", "r.json"],
-            "error: path does not exist: nope.npz"),
+            "error: --data: path does not exist: nope.npz"),
     CliCase("rank: output exists", C, ["rank", "--model", MODEL, "--data", "data.npz", "--distortion",
                                        "awgn", "--out", RANKING],
             "error: output exists: ranking.json"),
@@ -549,7 +549,7 @@ CLI_CASES = [
             "error: --model is not a loadable .keras model ("),
     CliCase("rank: pickled .npz", C, ["rank", "--model", MODEL, "--data", "pickled.npz",
                                       "--distortion", "awgn", "--out", "r.json"],
-            "error: cannot read pickled.npz without pickle"),
+            "error: --data: cannot read pickled.npz without pickle"),
     # qrnet
     CliCase("qrnet train: base width 0", Q, _qtrain("--base-width", "0"),
             "error: base_width must be an integer >= 1. Received: base_width=0"),
