@@ -25,9 +25,9 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from deepcorrect.export import write_endpoints
 from qrnet.inference import Preprocessing, resolve_preprocessing
 from robustkit.io import atomic_dir
+from robustkit.serving import write_endpoints
 
 __all__ = ["export"]
 
