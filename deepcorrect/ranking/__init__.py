@@ -29,6 +29,13 @@ How it is computed here, for any Keras functional CNN:
    commute with a channel swap, element for element. The swap is made after
    them, so they run once per image rather than once per stacked swap.
 
+Besides the top-1 gain, `score="log_prob"` scores a swap by the mean gain in
+the true class's log-probability, a continuous score where the top-1 gain
+moves in steps of `1 / N`. The exact method keeps every image's outcome, so
+each layer also gets a reliability (`Ranking.reliability`): the Spearman
+correlation between the priorities on two fixed halves of the images, its
+Spearman-Brown correction, and bootstrap intervals per filter.
+
 `method="approx"` replaces step 4 by a first-order estimate from one forward
 and backward pass per image: the loss change of a swap is approximated by
 `sum((a_clean - a_distorted) * dLoss/da)` over the filter's positions, and the
@@ -59,17 +66,21 @@ ranking = rank(model, images, labels, noise, levels=[20.0, 40.0],
                preprocess=lambda x: x / 255.0, progress=False)
 ranking.priorities["conv1"].shape   # (4,)
 ranking.top("conv1", 0.5)           # indices of the 2 most susceptible
+ranking.reliability("conv1").spearman_brown  # split-half reliability
 ```
 
 The package, in reading order:
 
 - `schema`: the values of `site`, `score` and `method`, and a ranking's JSON
   form (`FORMAT_VERSION`);
-- `result`: the `Ranking` result (order, top filters, file, merge) and
-  `spearman`;
+- `result`: the `Ranking` result (order, top filters, reliability, file,
+  merge) and `spearman`;
 - `inputs`: the distortion, the filter range and the ranking images
   (`RankingData`);
-- `exact`: the swap passes and their scores (steps 3 to 5 above);
+- `exact`: the swap passes, their per-image outcomes and scores (steps 3 to
+  5 above);
+- `reliability`: split-half reliability and bootstrap intervals
+  (`Reliability`, `split_halves`);
 - `approx`: the first-order estimate;
 - `algorithm`: `rank` itself (checks, checkpoints, the loop over layers).
 
@@ -77,6 +88,7 @@ The package needs the TensorFlow backend of Keras.
 """
 
 from deepcorrect.ranking.algorithm import rank
+from deepcorrect.ranking.reliability import Reliability, split_halves
 from deepcorrect.ranking.result import Ranking, spearman
 from deepcorrect.ranking.schema import (
     APPROX_SCORE,
@@ -93,6 +105,8 @@ __all__ = [
     "SCORES",
     "SITES",
     "Ranking",
+    "Reliability",
     "rank",
     "spearman",
+    "split_halves",
 ]

@@ -1,7 +1,8 @@
 """`rank`: Algorithm 1 of DeepCorrect, from the arguments to a `Ranking`.
 
 `rank` checks its arguments, flattens the model, locates each layer's swap
-site, then scores the filters layer by layer with `exact` (writing each
+site, then scores the filters layer by layer with `exact` (estimating each
+layer's `reliability` from the same per-image outcomes, and writing each
 finished layer to the checkpoint) or all at once with `approx`.
 """
 
@@ -28,8 +29,10 @@ from deepcorrect.ranking.inputs import (
     RankingData,
     check_filters,
     digest,
+    outputs_are_logits,
     resolve_distortion,
 )
+from deepcorrect.ranking.reliability import Reliability, estimate
 from deepcorrect.ranking.result import Ranking
 from deepcorrect.ranking.schema import APPROX_SCORE, METHODS, SCORES, SITES
 from robustkit.seeds import check_seed
@@ -68,6 +71,7 @@ def rank(
     progress: bool = True,
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
     filters: tuple[int, int] | None = None,
+    reliability: bool | None = None,
 ) -> Ranking:
     """Ranks conv filters by correction priority (DeepCorrect, Algorithm 1).
 
@@ -77,6 +81,15 @@ def rank(
     clean output, minus the accuracy on the distorted images, averaged over
     `levels`. `score="relative_error"` is the original code's
     `|err_swp - err_b| / err_b` per level (0 where `err_b == 0`), averaged.
+    `score="log_prob"` is continuous where the top-1 gain moves in steps of
+    `1 / N`: the mean gain in the label's log-probability over images and
+    levels.
+
+    The exact method keeps each image's outcome after each swap, so it also
+    measures, at little extra cost, how reproducible the priorities are
+    across images (`Ranking.reliability`): the Spearman correlation between
+    the priorities on two fixed halves of the images with its Spearman-Brown
+    correction, and bootstrap intervals per filter.
 
     Args:
         model: a functional or Sequential Keras classifier (nested models
@@ -96,11 +109,16 @@ def rank(
             part for a conv with a built-in activation: where correction units
             go) or `"post_activation"` (after the single-consumer
             BatchNormalization/activation chain that follows it).
-        score: `"gain"` (default) or `"relative_error"`. Exact method only.
+        score: `"gain"` (default), `"relative_error"` or `"log_prob"` (the
+            gain in the true class's log-probability: `log_softmax` of
+            logits, or the log of probabilities clipped at
+            `exact.LOG_PROB_EPSILON`). Only `"gain"` for the approximate
+            method.
         batch_size: samples per forward pass (default 256). The exact method
             stacks `batch_size // chunk` filter swaps of a chunk of
             `min(N, batch_size)` images in one pass.
-        seed: base seed of the distortion (default 0).
+        seed: base seed of the distortion, and of the split halves and the
+            bootstrap resamples of `reliability` (default 0).
         method: `"exact"` (default) or `"approx"` (first-order estimate from
             one forward/backward pass per image; the priority is the negated
             predicted change in cross-entropy, score `"first_order_loss"`).
@@ -113,6 +131,12 @@ def rank(
         filters: optional `(start, stop)` range of filter indices to compute in
             every layer (clipped to its filter count), to split work across
             processes; the other filters are NaN until `Ranking.merge`.
+        reliability: whether to record each layer's split-half reliability
+            and bootstrap intervals (`Ranking.reliability`; the halves are
+            `reliability.split_halves(N, seed)`, the intervals come from
+            `reliability.BOOTSTRAP_RESAMPLES` resamples). None (default):
+            True for the exact method, False for the approximate one, which
+            has no per-image outcomes.
 
     Returns:
         A `Ranking`.
@@ -122,8 +146,9 @@ def rank(
         ValueError: on an unknown or non-conv layer name, empty images,
             images of another size than the model's input (they are not
             resized), mismatched labels or labels outside `[0, classes - 1]`,
-            an unknown site/score/method, empty levels, or a checkpoint of
-            another run.
+            an unknown site/score/method, a score or `reliability=True` with
+            the approximate method, empty levels, or a checkpoint of another
+            run.
 
     Example:
 
@@ -145,9 +170,15 @@ def rank(
     checks.check_choice("method", method, METHODS)
     if method == "approx" and score != "gain":
         raise ValueError(
-            "score='relative_error' is only defined for method='exact'. "
+            f"score={score!r} is only defined for method='exact'. "
             f"Received: score={score!r}, method={method!r}"
         )
+    if method == "approx" and reliability:
+        raise ValueError(
+            "reliability needs per-image outcomes, which only method='exact' "
+            f"has. Received: reliability={reliability!r}, method={method!r}"
+        )
+    reliability = method == "exact" if reliability is None else bool(reliability)
     images = np.asarray(images)
     if images.ndim < 2 or images.shape[0] == 0:
         raise ValueError(
@@ -196,15 +227,18 @@ def rank(
         "seed": int(seed),
         "filters": list(filters) if filters else None,
         "data": digest(raw, labels),
+        "reliability": reliability,
     }
 
-    def make(priorities: dict[str, np.ndarray], base: list[float]) -> Ranking:
+    def make(priorities: dict[str, np.ndarray], base: list[float],
+             reliabilities: dict[str, Reliability] | None = None) -> Ranking:
         return Ranking(
             priorities=priorities, model_name=model.name, filter_counts=counts,
             distortion=distortion_name, levels=levels,
             score=run_info["score"], site=site, method=method,
             num_images=data.n, baseline_accuracy=base,
             extra={"seed": int(seed), "filters": ranges, "run": run_info},
+            reliabilities=reliabilities or {},
         )
 
     empty = {s.layer_name: np.full(s.channels, np.nan) for s in sites}
@@ -227,8 +261,10 @@ def rank(
     done = list(previous.extra.get("done", [])) if previous else []
     timings = dict(previous.extra.get("timing", {})) if previous else {}
     priorities = previous.priorities if previous else empty
-    base_counts = exact.baseline_counts(program, data, batch_size)
-    base = list(base_counts / data.n)
+    reliabilities = dict(previous.reliabilities) if previous else {}
+    from_logits = outputs_are_logits(program, data.clean)
+    base_outcomes = exact.baseline_outcomes(program, data, batch_size, from_logits)
+    base = list(base_outcomes.hits.sum(axis=1) / data.n)
     for s in sites:
         if s.layer_name in done:
             continue
@@ -241,15 +277,20 @@ def rank(
                                   verbose=1 if progress else 0, unit_name="swap")
         timing = {"tail_seconds": 0.0, "tail_samples": 0}
         tick = time.perf_counter()
-        swapped = exact.swap_counts(program, s, data, ids, batch_size, bar, timing=timing)
+        swapped = exact.swap_counts(program, s, data, ids, batch_size, from_logits, bar,
+                                    timing=timing)
+        priorities[s.layer_name][lo:hi] = exact.scores(swapped, base_outcomes, score)
+        if reliability:
+            reliabilities[s.layer_name] = estimate(
+                lambda w: exact.weighted_scores(swapped, base_outcomes, score, w),
+                data.n, seed, s.channels, start=lo)
         timing["seconds"] = time.perf_counter() - tick
         timings[s.layer_name] = timing
-        priorities[s.layer_name][lo:hi] = exact.scores(swapped, base_counts, data.n, score)
         done.append(s.layer_name)
         if checkpoint:
-            partial = make(priorities, base)
+            partial = make(priorities, base, reliabilities)
             partial.extra.update(done=done, timing=timings)
             partial.save(checkpoint)
-    result = make(priorities, base)
+    result = make(priorities, base, reliabilities)
     result.extra.update(done=done, timing=timings)
     return result

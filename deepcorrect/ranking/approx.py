@@ -13,15 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from deepcorrect.flat_program import Program, Site
-from deepcorrect.ranking.inputs import RankingData
-
-
-def _outputs_are_probabilities(out: np.ndarray) -> bool:
-    """Whether the model's outputs look like softmax probabilities (else logits)."""
-    return bool(
-        np.all(out >= 0) and np.all(out <= 1)
-        and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3)
-    )
+from deepcorrect.ranking.inputs import RankingData, outputs_are_logits
 
 
 def first_order_priorities(
@@ -50,8 +42,7 @@ def first_order_priorities(
     keys = [site.key for site in sites]
     clean_steps = program.ancestors(keys)
     all_steps = list(range(len(program.steps)))
-    probe = program.run({program.input: data.clean[:2]}, all_steps)[program.output]
-    from_logits = not _outputs_are_probabilities(np.asarray(probe))
+    from_logits = outputs_are_logits(program, data.clean)
     want = set(keys)
 
     @tf.function(reduce_retracing=True, autograph=False)

@@ -2,8 +2,9 @@
 
 `resolve_distortion` turns a `distort` name or a callable into one function,
 `check_filters` checks a `(start, stop)` filter range, `digest` fingerprints
-the ranking images for checkpoints, and `RankingData` holds the clean images
-and makes their distorted versions, level by level.
+the ranking images for checkpoints, `RankingData` holds the clean images
+and makes their distorted versions, level by level, and `outputs_are_logits`
+tells whether the model outputs logits or probabilities.
 
 Example:
 
@@ -25,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from deepcorrect.flat_program import apply_preprocess
+from deepcorrect.flat_program import Program, apply_preprocess
 
 # Keep all levels' distorted images in memory up to this many bytes; above it,
 # they are recomputed for every layer.
@@ -110,6 +111,35 @@ def digest(images: np.ndarray, labels: np.ndarray) -> str:
     h.update(np.ascontiguousarray(images).tobytes())
     h.update(np.ascontiguousarray(labels).tobytes())
     return h.hexdigest()
+
+
+def outputs_are_logits(program: Program, images: np.ndarray) -> bool:
+    """Whether the model outputs logits rather than softmax probabilities.
+
+    The outputs on (up to) the first two images count as probabilities when
+    they lie in [0, 1] and sum to 1 per image (to 1e-3); anything else is
+    taken for logits.
+
+    Args:
+        program: the model's flat program.
+        images: images the model reads (after preprocessing).
+
+    Returns:
+        True for logits, False for probabilities.
+
+    Example:
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((3,)),
+    ...                           keras.layers.Dense(2, activation="softmax")])
+    >>> outputs_are_logits(Program(model), np.ones((2, 3), "float32"))
+    False
+    """
+    steps = range(len(program.steps))
+    out = np.asarray(program.run({program.input: images[:2]}, steps)[program.output])
+    probabilities = (np.all(out >= 0) and np.all(out <= 1)
+                     and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3))
+    return not probabilities
 
 
 @dataclasses.dataclass

@@ -1,7 +1,8 @@
 """The `Ranking` result: filter priorities, their order, file and merge.
 
 A `Ranking` holds one priority per filter of some conv layers of one model, as
-`rank` computes them; `spearman` compares two rankings.
+`rank` computes them, and (exact method) how reliable each layer's priorities
+are (`Ranking.reliability`); `spearman` compares two rankings.
 
 Example:
 
@@ -25,8 +26,9 @@ import keras
 import numpy as np
 
 from deepcorrect import checks
-from deepcorrect.flat_program import conv_layers, filter_count
+from deepcorrect.graph import conv_layers, filter_count
 from deepcorrect.ranking import schema
+from deepcorrect.ranking.reliability import Reliability
 from robustkit.io import atomic_write_text
 
 
@@ -53,7 +55,8 @@ class Ranking:
         distortion: distortion name (or the callable's `__name__`).
         levels: the distortion levels averaged over.
         score: `"gain"` (the paper's signed top-1 gain), `"relative_error"`
-            (`|err_swap - err_ref| / err_ref`, the original code), or
+            (`|err_swap - err_ref| / err_ref`, the original code),
+            `"log_prob"` (the mean gain in the label's log-probability) or
             `"first_order_loss"` (the approximate method).
         site: `"pre_activation"` or `"post_activation"`.
         method: `"exact"` or `"approx"`.
@@ -64,6 +67,9 @@ class Ranking:
             computed range per layer), `run` (the arguments a checkpoint must
             match), `done` (finished layers) and `timing` (per layer: wall
             `seconds`, `tail_seconds` and `tail_samples` of the swap passes).
+        reliabilities: `{layer_name: Reliability}` for the layers whose
+            reliability was computed (`rank(..., reliability=True)`, exact
+            method); read it through `reliability(layer_name)`.
 
     Example:
 
@@ -87,6 +93,7 @@ class Ranking:
     num_images: int = 0
     baseline_accuracy: list[float] = dataclasses.field(default_factory=list)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    reliabilities: dict[str, Reliability] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.priorities = {
@@ -102,6 +109,15 @@ class Ranking:
                     f"Layer {name!r} has {self.filter_counts[name]} filters but "
                     f"{values.size} priorities."
                 )
+        self.reliabilities = dict(self.reliabilities)
+        for name, rel in self.reliabilities.items():
+            if name not in self.priorities:
+                raise ValueError(f"reliabilities names {name!r}, which is not ranked.")
+            if rel.filter_count != self.filter_counts[name]:
+                raise ValueError(
+                    f"Layer {name!r} has {self.filter_counts[name]} filters but "
+                    f"its reliability {rel.filter_count}."
+                )
 
     # ---- access -----------------------------------------------------------
 
@@ -116,6 +132,39 @@ class Ranking:
         return all(
             not np.isnan(self._values(name)).any() for name in names
         )
+
+    def reliability(self, layer_name: str) -> Reliability | None:
+        """How reproducible a layer's priorities are across the ranking images.
+
+        See `Reliability`: `split_half` (the Spearman correlation between the
+        priorities on two fixed halves of the images, `halves`),
+        `spearman_brown` (that correlation corrected to all the images; below
+        0.5, `is_reliable` is False) and `interval` (bootstrap 2.5 and 97.5
+        percentiles of each filter's priority).
+
+        Args:
+            layer_name: a ranked layer.
+
+        Returns:
+            The layer's `Reliability`, or None when it was not computed (the
+            approximate method, `reliability=False`, or a file written before
+            reliabilities were recorded).
+
+        Example:
+
+        >>> import keras, numpy as np
+        >>> from deepcorrect.ranking import rank
+        >>> model = keras.Sequential([
+        ...     keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="conv1"),
+        ...     keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+        >>> images = np.random.default_rng(0).uniform(0, 255, (8, 8, 8, 3))
+        >>> ranking = rank(model, images, np.arange(8) % 3, "awgn", [10.0],
+        ...                score="log_prob", progress=False)
+        >>> ranking.reliability("conv1").interval.shape
+        (2, 4)
+        """
+        self._values(layer_name)
+        return self.reliabilities.get(layer_name)
 
     def _values(self, layer_name: str) -> np.ndarray:
         if layer_name not in self.priorities:
@@ -324,6 +373,13 @@ class Ranking:
         method and number of images. A filter computed by several parts must
         have the same priority in each.
 
+        Reliability: each filter's half priorities and bootstrap interval come
+        from the part that computed it, and the split-half correlation is
+        recomputed over all merged filters. This is exact, because parts of
+        one run use the same images and seed, hence the same halves and
+        resamples (parts with another seed or resample count are refused). A
+        layer keeps a reliability only if every part that ranks it has one.
+
         Args:
             parts: rankings, e.g. from `rank(..., layers=[...])` or
                 `rank(..., filters=(start, stop))` run in separate processes.
@@ -375,6 +431,12 @@ class Ranking:
                     )
                 fill = np.isnan(current)
                 current[fill] = values[fill]
+        reliabilities = {}
+        for name in priorities:
+            found = [part.reliabilities.get(name) for part in parts
+                     if name in part.priorities]
+            if all(found):
+                reliabilities[name] = Reliability.merge(name, found)
         extra = dict(first.extra)
         extra.pop("filters", None)
         return cls(
@@ -389,6 +451,7 @@ class Ranking:
             num_images=first.num_images,
             baseline_accuracy=list(first.baseline_accuracy),
             extra=extra,
+            reliabilities=reliabilities,
         )
 
 

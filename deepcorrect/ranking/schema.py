@@ -1,7 +1,9 @@
 """The JSON form of a ranking: its vocabulary, and its fields both ways.
 
 `to_dict` writes a `Ranking` as a JSON-ready dict, `from_dict` checks a read
-dict field by field and returns `Ranking`'s constructor arguments. The values a
+dict field by field and returns `Ranking`'s constructor arguments. Every field
+beyond the priorities, their layers and the model name is optional, so files
+written before a field existed (such as `reliability`) still load. The values a
 ranking's `site`, `score` and `method` can take (`SITES`, `SCORES`, `METHODS`,
 `APPROX_SCORE`) are defined here, for the file and for `rank` alike.
 
@@ -24,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
+from deepcorrect.ranking.reliability import Reliability
+
 if TYPE_CHECKING:
     from deepcorrect.ranking.result import Ranking
 
@@ -32,7 +36,7 @@ FORMAT_TAG = "deepcorrect.ranking"
 FORMAT_VERSION = 1
 
 SITES = ("pre_activation", "post_activation")
-SCORES = ("gain", "relative_error")
+SCORES = ("gain", "relative_error", "log_prob")
 METHODS = ("exact", "approx")
 # The score of `method="approx"`: the negated first-order change in loss.
 APPROX_SCORE = "first_order_loss"
@@ -91,6 +95,9 @@ def to_dict(ranking: "Ranking") -> dict[str, Any]:
         "num_images": int(ranking.num_images),
         "baseline_accuracy": [float(v) for v in ranking.baseline_accuracy],
         "extra": ranking.extra,
+        "reliability": {
+            name: rel.to_dict() for name, rel in ranking.reliabilities.items()
+        },
         "priorities": {
             name: [None if np.isnan(v) else float(v) for v in values]
             for name, values in ranking.priorities.items()
@@ -175,5 +182,24 @@ def from_dict(data: Mapping[str, Any]) -> dict[str, Any]:
         priorities=priorities,
         model_name=data["model_name"],
         filter_counts={n: data["filter_counts"][n] for n in names},
+        reliabilities=_reliabilities(data.get("reliability", {}), names),
         **options,
     )
+
+
+def _reliabilities(table: Any, names: list[str]) -> dict[str, Reliability]:
+    """The optional `reliability` field: `{layer_name: Reliability}`."""
+    if not isinstance(table, Mapping):
+        raise _field_error("reliability", "an object keyed by layer name", table)
+    unknown = [n for n in table if n not in names]
+    if unknown:
+        raise ValueError(
+            f"reliability names layers that are not in layer_names {names}: {unknown}."
+        )
+    result = {}
+    for name, entry in table.items():
+        try:
+            result[name] = Reliability.from_dict(entry)
+        except ValueError as e:
+            raise ValueError(f"reliability[{name!r}]: {e}") from None
+    return result
