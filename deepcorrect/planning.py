@@ -81,11 +81,11 @@ def _layer_table(model: keras.Model) -> dict[str, keras.layers.Layer]:
 # Rankings: a `{layer_name: indices}` dict or a `Ranking`.
 
 
-def ranked_order(ranks: Any, layer_name: str) -> np.ndarray:
+def ranked_order(ranking: Any, layer_name: str) -> np.ndarray:
     """Ordered channel indices (most susceptible first) of one layer.
 
     Args:
-        ranks: a `{layer_name: indices}` mapping, or any object with an
+        ranking: a `{layer_name: indices}` mapping, or any object with an
             `order(layer_name)` method (such as `deepcorrect.Ranking`).
         layer_name: the conv layer.
 
@@ -97,16 +97,16 @@ def ranked_order(ranks: Any, layer_name: str) -> np.ndarray:
     >>> ranked_order({"conv1": [2, 0, 1]}, "conv1").tolist()
     [2, 0, 1]
     """
-    if hasattr(ranks, "order") and callable(ranks.order):
-        return np.asarray(ranks.order(layer_name))
-    return np.asarray(ranks[layer_name])
+    if hasattr(ranking, "order") and callable(ranking.order):
+        return np.asarray(ranking.order(layer_name))
+    return np.asarray(ranking[layer_name])
 
 
-def ranked_layer_names(ranks: Any) -> list[str]:
+def ranked_layer_names(ranking: Any) -> list[str]:
     """Layer names a ranking covers (its `layer_names`, or the mapping's keys).
 
     Args:
-        ranks: a `{layer_name: indices}` mapping, or any object with an
+        ranking: a `{layer_name: indices}` mapping, or any object with an
             `order(layer_name)` method and `layer_names` (such as
             `deepcorrect.Ranking`).
 
@@ -121,13 +121,13 @@ def ranked_layer_names(ranks: Any) -> list[str]:
     >>> ranked_layer_names({"conv1": [2, 0, 1], "conv2": [0]})
     ['conv1', 'conv2']
     """
-    if hasattr(ranks, "order") and callable(ranks.order):
-        return list(ranks.layer_names)
-    if isinstance(ranks, Mapping):
-        return list(ranks.keys())
+    if hasattr(ranking, "order") and callable(ranking.order):
+        return list(ranking.layer_names)
+    if isinstance(ranking, Mapping):
+        return list(ranking.keys())
     raise ValueError(
-        "ranks must be a dict {layer_name: ordered channel indices} or a "
-        f"Ranking (an object with an `order` method). Received: ranks={ranks!r}"
+        "ranking must be a dict {layer_name: ordered channel indices} or a "
+        f"Ranking (an object with an `order` method). Received: ranking={ranking!r}"
     )
 
 
@@ -218,7 +218,7 @@ def _check_per_layer_keys(value: Any, argument: str, conv_names: Sequence[str]) 
 
 def choose_layers(
     model: keras.Model,
-    ranks: Any,
+    ranking: Any,
     layers: Sequence[str] | None = None,
     first: int | None = None,
 ) -> list[str]:
@@ -226,7 +226,7 @@ def choose_layers(
 
     Args:
         model: the pretrained model.
-        ranks: the ranking (dict or `Ranking`); every chosen layer needs one.
+        ranking: the ranking (dict or `Ranking`); every chosen layer needs one.
         layers: explicit layer names. Defaults to None.
         first: correct the first `first` ranked conv layers, in graph order
             (Deepcorr-k when every conv layer is ranked). Defaults to None.
@@ -252,14 +252,14 @@ def choose_layers(
             f"({', '.join(t.__name__ for t in CONV_LAYER_TYPES)}), so there is "
             "nothing to correct."
         )
-    ranked = ranked_layer_names(ranks)
+    ranked = ranked_layer_names(ranking)
     if layers is not None and first is not None:
         raise ValueError(
             "Pass either layers or first, not both. "
             f"Received: layers={layers}, first={first}"
         )
     if first is not None:
-        _check_layer_names(ranked, table, "ranks")
+        _check_layer_names(ranked, table, "ranking")
         ranked_convs = [n for n in convs if n in set(ranked)]
         if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or not (
             1 <= first <= len(ranked_convs)
@@ -281,12 +281,12 @@ def choose_layers(
             )
     else:
         chosen = ranked
-        argument = "ranks"
+        argument = "ranking"
     _check_layer_names(chosen, table, argument)
     missing = [n for n in chosen if n not in ranked]
     if missing:
         raise ValueError(
-            f"ranks has no channel order for the layers {missing} chosen by "
+            f"ranking has no channel order for the layers {missing} chosen by "
             f"{argument}. Ranked layers: {ranked}"
         )
     if len(set(chosen)) != len(chosen):
@@ -296,7 +296,7 @@ def choose_layers(
 
 def plan_corrections(
     model: keras.Model,
-    ranks: Any,
+    ranking: Any,
     beta: float | Mapping[str, float] = 0.5,
     unit: UnitSpec | Mapping[str, UnitSpec] = "cw",
     layers: Sequence[str] | None = None,
@@ -329,10 +329,10 @@ def plan_corrections(
                 "builds its own layers. Received: a callable unit with "
                 f"unit_bn_momentum={unit_bn_momentum}"
             )
-    check = getattr(ranks, "check_model", None)
+    check = getattr(ranking, "check_model", None)
     if callable(check):  # a Ranking: its layers and filter counts must fit the model
-        check(model, argument="ranks")
-    chosen = choose_layers(model, ranks, layers=layers, first=first)
+        check(model, argument="ranking")
+    chosen = choose_layers(model, ranking, layers=layers, first=first)
     table = _layer_table(model)
     convs = [n for n, layer in table.items() if isinstance(layer, CONV_LAYER_TYPES)]
     for value, argument in ((beta, "beta"), (unit, "unit"), (kernel_size, "kernel_size")):
@@ -345,12 +345,12 @@ def plan_corrections(
             f"beta[{name!r}]" if isinstance(beta, Mapping) else "beta",
         )
         order = validate_channel_indices(
-            ranked_order(ranks, name), channels, f"ranks[{name!r}]"
+            ranked_order(ranking, name), channels, f"ranking[{name!r}]"
         )
         count = corrected_count(layer_beta, channels)
         if len(order) < count:
             raise ValueError(
-                f"ranks[{name!r}] orders {len(order)} channels, but beta="
+                f"ranking[{name!r}] orders {len(order)} channels, but beta="
                 f"{layer_beta} corrects {count} of {channels}; rank at least "
                 f"{count} channels."
             )

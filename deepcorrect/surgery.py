@@ -61,7 +61,7 @@ UNIT_SITES = ("auto", "conv", "batch_norm")
 
 def wrap(
     pretrained: keras.Model,
-    ranks: Any,
+    ranking: Any,
     beta: float | Mapping[str, float] = 0.5,
     unit: UnitSpec | Mapping[str, UnitSpec] = "cw",
     layers: Sequence[str] | None = None,
@@ -90,7 +90,7 @@ def wrap(
     Args:
         pretrained: a Functional or Sequential Keras model (nested models are
             inlined). It is not modified.
-        ranks: `{layer_name: channel indices, most susceptible first}` or a
+        ranking: `{layer_name: channel indices, most susceptible first}` or a
             `deepcorrect.Ranking` (anything with `order(layer_name)` and
             `layer_names`). A `Ranking` must fit `pretrained` as
             `Ranking.check_model` requires: every ranked layer must be a conv
@@ -103,7 +103,7 @@ def wrap(
             `"no_bn"`), a factory `(channels, kernel_size, name) -> Layer`, or a
             per-layer dict of these. Defaults to `"cw"`.
         layers: names of the conv layers to correct. Defaults to None: every
-            layer in `ranks` (or the first `first` conv layers).
+            layer in `ranking` (or the first `first` conv layers).
         first: correct the first `first` ranked conv layers, counted from the
             input (Deepcorr-k, when every conv layer is ranked). Defaults to
             None. Not together with `layers`.
@@ -178,7 +178,7 @@ def wrap(
     check_train_batch_norm(train_batch_norm)
     plan = plan_corrections(
         pretrained,
-        ranks,
+        ranking,
         beta=beta,
         unit=unit,
         layers=layers,

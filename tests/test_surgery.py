@@ -447,7 +447,7 @@ def test_per_layer_beta_errors():
 def test_unknown_layer_name_lists_the_conv_layers():
     with pytest.raises(ValueError, match=r"layers names an unknown layer 'conv9'.*\['conv1', 'conv2'\]"):
         wrap(small_sequential_cnn(), {"conv9": [0]}, layers=["conv9"])
-    with pytest.raises(ValueError, match=r"ranks names an unknown layer 'conv9'"):
+    with pytest.raises(ValueError, match=r"ranking names an unknown layer 'conv9'"):
         wrap(small_sequential_cnn(), {"conv9": [0]})
 
 
@@ -464,9 +464,9 @@ def test_model_without_conv_layers_is_refused():
 
 @pytest.mark.parametrize(
     "order,message",
-    [([0, 8, 1, 2], r"ranks\['conv1'\] must hold integers in \[0, 8\)"),
-     ([0, 0, 1, 2], r"ranks\['conv1'\] must not repeat a channel"),
-     ([3], r"ranks\['conv1'\] orders 1 channels, but beta=0.5 corrects 4")],
+    [([0, 8, 1, 2], r"ranking\['conv1'\] must hold integers in \[0, 8\)"),
+     ([0, 0, 1, 2], r"ranking\['conv1'\] must not repeat a channel"),
+     ([3], r"ranking\['conv1'\] orders 1 channels, but beta=0.5 corrects 4")],
 )
 def test_bad_channel_indices(order, message):
     with pytest.raises(ValueError, match=message):
@@ -491,5 +491,5 @@ def test_other_argument_errors():
         wrap(model, ranks, train_head=4)
     with pytest.raises(ValueError, match="kernel_size must be a positive integer"):
         wrap(model, ranks, kernel_size=0)
-    with pytest.raises(ValueError, match="ranks must be a dict"):
+    with pytest.raises(ValueError, match="ranking must be a dict"):
         wrap(model, [0, 1, 2])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import warnings
 from typing import Any, Mapping, Sequence
@@ -26,19 +25,19 @@ import keras
 import numpy as np
 
 from deepcorrect import checks
-from deepcorrect.graph import conv_layers, filter_count
+from deepcorrect.graph import conv_layers, corrected_count, filter_count
 from deepcorrect.ranking import schema
 from deepcorrect.ranking.reliability import Reliability
 from robustkit.io import atomic_write_text
 
 
 def _top_count(beta: float, n: int) -> int:
-    """`ceil(beta * n)` filters, at least 1 (a 1e-9 guard absorbs float error)."""
+    """`corrected_count(beta, n)`, `wrap`'s rule, after checking `beta`."""
     if isinstance(beta, bool) or not isinstance(beta, (int, float, np.number)):
         raise ValueError(f"beta must be a number in (0, 1]. Received: beta={beta!r}")
     if not 0.0 < float(beta) <= 1.0:
         raise ValueError(f"beta must be in (0, 1]. Received: beta={beta!r}")
-    return min(n, max(1, math.ceil(float(beta) * n - 1e-9)))
+    return corrected_count(float(beta), n)
 
 
 @dataclasses.dataclass
@@ -200,10 +199,11 @@ class Ranking:
         return np.argsort(-values, kind="stable")
 
     def top(self, layer_name: str, beta: float) -> np.ndarray:
-        """The `ceil(beta * N)` highest-priority filters of a layer.
+        """The `round(beta * N)` highest-priority filters of a layer (halves up, at least 1).
 
-        Rounding is up (at least `beta` of the filters are returned) and at
-        least one filter is returned: beta=0.5 of 96 gives 48, of 7 gives 4.
+        The count is `deepcorrect.graph.corrected_count`, the rule `wrap` uses, so the
+        filters returned are the ones `wrap` corrects: beta=0.5 of 96 gives 48, of 7
+        gives 4, 0.33 of 10 gives 3.
 
         Args:
             layer_name: a ranked layer.
@@ -233,7 +233,7 @@ class Ranking:
         return [(names[li], j) for _, li, j in keys]
 
     def global_top(self, beta: float) -> dict[str, np.ndarray]:
-        """The top `ceil(beta * total)` filters over all layers (global ranking).
+        """The top `round(beta * total)` filters over all layers (global ranking, halves up).
 
         Args:
             beta: fraction of all ranked filters, in (0, 1].
