@@ -287,20 +287,10 @@ def separable_filter(x: tf.Tensor, column: np.ndarray, row: np.ndarray, border: 
     Returns:
         The filtered batch.
     """
-    from distort.convolution import pad
+    from distort.convolution import convolve_separable, fold, unfold
 
-    rv, rh = len(column) // 2, len(row) // 2
-    shape = tf.shape(x)
-    # The batch folded into the channels ([1, H, W, N * C]): depthwise convolutions
-    # vectorise over channels, which three channels alone do not fill.
-    y = tf.reshape(tf.transpose(pad(x, (rv, rv), (rh, rh), border), [1, 2, 0, 3]),
-                   [1, shape[1] + 2 * rv, shape[2] + 2 * rh, shape[0] * shape[3]])
-    channels = shape[0] * shape[3]
-    kv = tf.constant(np.asarray(column, np.float32)[::-1].reshape(-1, 1, 1, 1))
-    kh = tf.constant(np.asarray(row, np.float32)[::-1].reshape(1, -1, 1, 1))
-    y = tf.nn.depthwise_conv2d(y, tf.tile(kv, [1, 1, channels, 1]), [1, 1, 1, 1], "VALID")
-    y = tf.nn.depthwise_conv2d(y, tf.tile(kh, [1, 1, channels, 1]), [1, 1, 1, 1], "VALID")
-    return tf.transpose(tf.reshape(y, [shape[1], shape[2], shape[0], shape[3]]), [2, 0, 1, 3])
+    return unfold(convolve_separable(fold(x), np.asarray(column, np.float32), border,
+                                     np.asarray(row, np.float32)), tf.shape(x))
 
 
 def gaussian_filter(x: tf.Tensor, sigma, border: str = "nearest", truncate: float = 4.0):
