@@ -88,7 +88,7 @@ def ref_jpeg(image, quality):
 
 def ref_jpeg2000(image, psnr):
     # The same operation as ours: Pillow's OpenJPEG, re-encoded until within 0.3 dB of the target.
-    return codecs._closed_loop(codecs._pillow_jpeg2000, image, psnr)
+    return codecs.jpeg2000_codec("pillow")(image, psnr)
 
 
 def cases(rng):
