@@ -5,7 +5,8 @@ through every conv and dense kernel (Table 10 of DeepCorrect counts these as "FL
 correction units and nested models (a restorer in front of a classifier) included.
 `inference_ms(model, images)` times the model on real images. `batch_norm_statistics` and
 `batch_norm_parameters` count what test-time adaptation changes. `model_costs` gathers them
-for one model, as `deepcorrect.compare` reports them.
+for one model, as `deepcorrect.compare` reports them; `unit_costs` lists a wrapped model's
+correction units, one Table 10 row each.
 
 Example:
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from deepcorrect.checks import check_model
 from deepcorrect.graph import leaf_layers
-from deepcorrect.surgery import trainable_parameters
+from deepcorrect.surgery import correction_units, trainable_parameters
 from deepcorrect.units import CorrectionUnit
 
 
@@ -116,6 +117,43 @@ def multiply_adds(model: keras.Model) -> int:
     True
     """
     return int(sum(layer_multiply_adds(layer) for layer in leaf_layers(model)))
+
+
+def unit_costs(model: keras.Model) -> list[dict[str, Any]]:
+    """One Table 10 row per correction unit of a wrapped model: its size and its cost.
+
+    Args:
+        model: a model from `deepcorrect.wrap` (units inside nested models are found too),
+            with a fixed input height and width.
+
+    Returns:
+        One dict per unit, input to output: `layer` (the corrected conv layer),
+        `corrected_filters`, `of_filters` (the conv's filters), `trainable_params`,
+        `multiply_adds` (one image, on the conv's output map, as
+        `CorrectionUnit.multiply_adds` counts them) and `map` (`"HxW"`).
+
+    Example:
+
+    >>> from deepcorrect import wrap
+    >>> pretrained = keras.Sequential([keras.Input((8, 8, 3)),
+    ...                                keras.layers.Conv2D(4, 3, name="c")])
+    >>> [row] = unit_costs(wrap(pretrained, {"c": [0, 1, 2, 3]}, beta=0.5))
+    >>> row["corrected_filters"], row["of_filters"], row["trainable_params"], row["map"]
+    (2, 4, 100, '6x6')
+    """
+    layers = {layer.name: layer for layer in leaf_layers(model)}
+    rows = []
+    for name, unit in correction_units(model).items():
+        height, width, filters = layers[name].output.shape[1:]
+        rows.append({
+            "layer": name,
+            "corrected_filters": unit.channels,
+            "of_filters": int(filters),
+            "trainable_params": trainable_parameters(unit),
+            "multiply_adds": unit.multiply_adds(height, width),
+            "map": f"{height}x{width}",
+        })
+    return rows
 
 
 def inference_ms(model: keras.Model, images, batch_size: int = 32, repeats: int = 3) -> float:

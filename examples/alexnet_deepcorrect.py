@@ -44,6 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 import deepcorrect  # noqa: E402
+from deepcorrect import costs  # noqa: E402
 from robustkit.cli_common import CLIError, fail_cleanly, refuse_existing  # noqa: E402
 from robustkit.io import atomic_write_text  # noqa: E402
 
@@ -159,18 +160,12 @@ def deepcorr5(alexnet: keras.Model, ranks: Any, unit: str = "cw",
 
 
 def unit_table(model: keras.Model) -> list[dict[str, Any]]:
-    """Per corrected layer: corrected filters, trainable params, multiply-adds."""
-    rows = []
-    units = deepcorrect.correction_units(model)
-    for layer_name, unit in units.items():
-        height, width = model.get_layer(layer_name).output.shape[1:3]
-        rows.append({
-            "layer": layer_name,
-            "corrected_filters": int(unit.channels),
-            "trainable_params": deepcorrect.trainable_parameters(unit),
-            "multiply_adds": int(unit.multiply_adds(height, width)),
-        })
-    return rows
+    """Per corrected layer: corrected filters, trainable params, multiply-adds.
+
+    The columns of Table 10, from `deepcorrect.costs.unit_costs`.
+    """
+    columns = ("layer", "corrected_filters", "trainable_params", "multiply_adds")
+    return [{c: row[c] for c in columns} for row in costs.unit_costs(model)]
 
 
 def identity_ranks(alexnet: keras.Model) -> dict[str, np.ndarray]:

@@ -40,14 +40,13 @@ from typing import Any
 
 import numpy as np
 
-EXAMPLES = Path(__file__).resolve().parent
-sys.path.insert(0, str(EXAMPLES.parent))
-sys.path.insert(0, str(EXAMPLES))
+from robustkit.cli_common import CLIError, fail_cleanly
+from robustkit.io import atomic_write_text
+from robustkit.seeds import seed_argument
+from studies import imagenet
+from studies.analysis import pyplot, save_figure
 
-import imagenet_deepcorrect as experiment  # noqa: E402
-from robustkit.cli_common import CLIError, fail_cleanly  # noqa: E402
-from robustkit.io import atomic_path, atomic_write_text  # noqa: E402
-from robustkit.seeds import seed_argument  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Vehicles are spread over the alphabetical artifact classes (398-923).
 VEHICLES = (403, 404, 407, 408, 436, 444, 466, 468, 472, 484, 510, 511, 554, 555, 561, 565,
@@ -85,23 +84,6 @@ def coarse_group(label: int) -> int:
     raise ValueError(f"label must be an ImageNet class index in [0, 999]. Received: {label}")
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 # --------------------------------------------------------------------------
 # Fig. 6: filters sorted by correction priority
 # --------------------------------------------------------------------------
@@ -118,7 +100,7 @@ def filter_images(kernel: np.ndarray) -> np.ndarray:
 
 
 def filters_figure(pretrained, layer: str, rankings: dict, beta: float, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     images = filter_images(pretrained.get_layer(layer).kernel.numpy())
     n = len(images)
     cols = 8 if n >= 8 else n
@@ -147,7 +129,7 @@ def filters_figure(pretrained, layer: str, rankings: dict, beta: float, path: Pa
                     spine.set_linewidth(1.5)
     fig.suptitle(f"{layer} filters ({n}); framed: the top {int(beta * 100)}% that Deepcorr "
                  "corrects", fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------
@@ -164,11 +146,11 @@ def tsne_figure(out: Path, cfg: dict, seed: int, path: Path) -> dict[str, float]
     from sklearn.manifold import TSNE
     from sklearn.metrics import silhouette_score
 
-    plt = _pyplot()
+    plt = pyplot()
     rows = []
     for d in cfg["distortions"]:
-        conds = ["clean"] + [experiment.condition_name(d, v) for v in cfg["eval_levels"][d][:2]]
-        for kind in ("baseline", f"deepcorr_{experiment.SHORT[d]}"):
+        conds = ["clean"] + [imagenet.condition_name(d, v) for v in cfg["eval_levels"][d][:2]]
+        for kind in ("baseline", f"deepcorr_{imagenet.SHORT[d]}"):
             rows.append((d, kind, conds))
     fig, axes = plt.subplots(len(rows), 3, figsize=(10, 3.1 * len(rows)), squeeze=False)
     scores = {}
@@ -195,7 +177,7 @@ def tsne_figure(out: Path, cfg: dict, seed: int, path: Path) -> dict[str, float]
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=5, fontsize=8, markerscale=2)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    _save(fig, path)
+    save_figure(fig, path)
     return scores
 
 
@@ -210,14 +192,14 @@ def _correct(out: Path, condition: str, model: str) -> tuple[np.ndarray, np.ndar
 
 
 def group_diff_figure(out: Path, cfg: dict, path: Path) -> dict[str, Any]:
-    plt = _pyplot()
+    plt = pyplot()
     distortions = cfg["distortions"]
     fig, axes = plt.subplots(1, len(distortions), figsize=(5 * len(distortions), 4.2),
                              squeeze=False)
     summary: dict[str, Any] = {}
     for ax, d in zip(axes[0], distortions):
-        s = experiment.SHORT[d]
-        conds = ["clean"] + [experiment.condition_name(d, v) for v in cfg["eval_levels"][d]]
+        s = imagenet.SHORT[d]
+        conds = ["clean"] + [imagenet.condition_name(d, v) for v in cfg["eval_levels"][d]]
         dc = np.stack([_correct(out, c, f"deepcorr_{s}")[0] for c in conds], 1).astype(float)
         ft = np.stack([_correct(out, c, f"finetune_{s}")[0] for c in conds], 1).astype(float)
         labels = _correct(out, "clean", "baseline")[1]
@@ -241,7 +223,7 @@ def group_diff_figure(out: Path, cfg: dict, path: Path) -> dict[str, Any]:
                       "finetune_better": int((per_class < 0).sum()),
                       "equal": int((per_class == 0).sum()), "classes": int(len(per_class))}
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return summary
 
 
@@ -278,9 +260,9 @@ def hamming_maps(model, stages: list[str], sharp, blurred, preprocess) -> list[n
 
 def hamming_figure(models: dict, preprocess, photos, level: float, seed: int,
                    path: Path) -> dict[str, list[float]]:
-    plt = _pyplot()
+    plt = pyplot()
     stages = stage_layers(models["original"])
-    blurred = experiment.distorted(photos, "gaussian_blur", level, seed, len(photos))
+    blurred = imagenet.distorted(photos, "gaussian_blur", level, seed, len(photos))
     sharp = photos.astype(np.float32)
     maps = {name: hamming_maps(m, stages, sharp, blurred, preprocess) for name, m in models.items()}
     fig, axes = plt.subplots(len(models), len(stages),
@@ -298,7 +280,7 @@ def hamming_figure(models: dict, preprocess, photos, level: float, seed: int,
     fig.suptitle(f"Hamming distance of binarised activations, sharp vs Gaussian blur sigma "
                  f"{level:g} ({len(photos)} test photos)", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return {name: [round(float(m.mean()), 4) for m in ms] for name, ms in maps.items()} | {
         "stages": stages}
 
@@ -310,12 +292,12 @@ def hamming_figure(models: dict, preprocess, photos, level: float, seed: int,
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(EXAMPLES.parent / "out" / "imagenet_deepcorrect"),
+    parser.add_argument("--out", default=str(REPO_ROOT / "out" / "imagenet_deepcorrect"),
                         help="the output folder of imagenet_deepcorrect.py")
     parser.add_argument("--figures", help="folder for the PNG files (default: --out)")
     parser.add_argument("--model", default="MobileNetV2",
                         help="the model imagenet_deepcorrect.py ran on")
-    parser.add_argument("--weights", default=experiment.DEFAULT_WEIGHTS)
+    parser.add_argument("--weights", default=imagenet.DEFAULT_WEIGHTS)
     parser.add_argument("--hamming-level", type=float, default=3.0,
                         help="Gaussian blur sigma of the Hamming maps")
     parser.add_argument("--hamming-photos", type=int, default=32,
@@ -342,9 +324,9 @@ def run(args: argparse.Namespace) -> int:
     cfg, layers = results["config"], results["layers"]
     distortions = cfg["distortions"]
     weights = None if Path(args.model).suffix == ".keras" else args.weights
-    pretrained, preprocess, _ = experiment.load_model(args.model, weights)
+    pretrained, preprocess, _ = imagenet.load_model(args.model, weights)
 
-    rankings = {d: deepcorrect.Ranking.load(out / f"ranking_{experiment.SHORT[d]}_exact.json",
+    rankings = {d: deepcorrect.Ranking.load(out / f"ranking_{imagenet.SHORT[d]}_exact.json",
                                             pretrained) for d in distortions}
     filters_figure(pretrained, layers[0], rankings, cfg["beta"],
                    figures / "imagenet_deepcorrect_filters.png")

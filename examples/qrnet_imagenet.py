@@ -7,7 +7,7 @@ its output correctly. This example does it for a pretrained MobileNetV2 on the p
 an interrupted training continues from its last finished epoch):
 
 1. reads the photos (224x224 center crops) and splits them by `--seed` into 700 training
-   and 300 test photos with `imagenet_deepcorrect.split_indices`, the split of the
+   and 300 test photos with `studies.imagenet.split_indices`, the split of the
    DeepCorrect MobileNetV2 results (`split.json`);
 2. trains two restorers of the same architecture (a small QRNet: one 3x3 conv per stage)
    on the training photos by Algorithm 1 (batches of clean photos and distorted copies,
@@ -45,17 +45,12 @@ from typing import Any
 
 import numpy as np
 
-EXAMPLES = Path(__file__).resolve().parent
-sys.path.insert(0, str(EXAMPLES.parent))
-sys.path.insert(0, str(EXAMPLES))
+from robustkit.cli_common import CLIError, fail_cleanly
+from robustkit.io import atomic_path, atomic_write_text
+from robustkit.seeds import seed_argument
+from studies import imagenet, imagenet_report
 
-import imagenet_deepcorrect as deepcorrect_example  # noqa: E402
-from robustkit.cli_common import CLIError, fail_cleanly  # noqa: E402
-from robustkit.io import atomic_path, atomic_write_text  # noqa: E402
-from robustkit.seeds import seed_argument  # noqa: E402
-
-DEFAULT_DATA = deepcorrect_example.DEFAULT_DATA
-DEFAULT_WEIGHTS = deepcorrect_example.DEFAULT_WEIGHTS
+REPO_ROOT = Path(__file__).resolve().parents[1]
 LEVEL_PRESET = "qrnet"
 MODES = ("recnet", "qrnet")
 
@@ -221,9 +216,9 @@ def accuracy_figure(rows, cfg, path: Path) -> None:
     """Top-1 against level per distortion: the classifier alone, + RecNet, + QRNet."""
     lines = [(CLASSIFIER_NAME, CLASSIFIER_NAME, "k-o"), ("recnet", "recnet", "C1-s"),
              ("qrnet", "qrnet", "C0-^")]
-    deepcorrect_example.accuracy_figure(rows, list(cfg["eval_levels"]), path,
-                                        series=lambda distortion: lines, key="method",
-                                        value="accuracy")
+    imagenet_report.accuracy_figure(rows, list(cfg["eval_levels"]), path,
+                                    series=lambda distortion: lines, key="method",
+                                    value="accuracy")
 
 
 def samples_figure(restorers, images, cfg, seed: int, path: Path, photos: int = 2) -> None:
@@ -306,13 +301,13 @@ def report(args, cfg, split, rows, logs, timing) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default=DEFAULT_DATA,
+    parser.add_argument("--data", default=imagenet.DEFAULT_DATA,
                         help="photo folder (labels.csv or class subfolders)")
     parser.add_argument("--model", default="MobileNetV2",
                         help="a keras.applications name or a .keras file taking 0..255 images")
-    parser.add_argument("--weights", default=DEFAULT_WEIGHTS,
+    parser.add_argument("--weights", default=imagenet.DEFAULT_WEIGHTS,
                         help="weights file of the application model")
-    parser.add_argument("--out", default=str(EXAMPLES.parent / "out" / "qrnet_imagenet"),
+    parser.add_argument("--out", default=str(REPO_ROOT / "out" / "qrnet_imagenet"),
                         help="output folder; finished stages there are reused")
     parser.add_argument("--figures", help="folder for the two figures (default: --out)")
     parser.add_argument("--quick", action="store_true",
@@ -330,11 +325,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     weights = None if Path(args.model).suffix == ".keras" else args.weights
-    classifier, preprocess, size = deepcorrect_example.load_model(args.model, weights)
+    classifier, preprocess, size = imagenet.load_model(args.model, weights)
 
-    images, labels, files = deepcorrect_example.load_photos(args.data, size, cfg["photos"], out)
-    train, test = deepcorrect_example.split_indices(len(images), cfg["test_fraction"], args.seed)
-    deepcorrect_example.write_split(out, files, train, test, args.seed, cfg["test_fraction"])
+    images, labels, files = imagenet.load_photos(args.data, size, cfg["photos"], out)
+    train, test = imagenet.split_indices(len(images), cfg["test_fraction"], args.seed)
+    imagenet.write_split(out, files, train, test, args.seed, cfg["test_fraction"])
 
     restorers, logs = {}, {}
     for mode in MODES:
@@ -350,9 +345,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"evaluation and timing: {time.perf_counter() - tick:.0f} s this run", flush=True)
 
     atomic_write_text(out / "rows.json", json.dumps([_finite(r) for r in rows], indent=1))
-    header = list(rows[0])
-    atomic_write_text(out / "results.csv", "\n".join(
-        [",".join(header)] + [",".join(str(r[k]) for k in header) for r in rows]) + "\n")
+    imagenet_report.write_csv(out / "results.csv", rows)
     text = report(args, cfg, (train, test), rows, logs, timing)
     atomic_write_text(out / "report.md", text)
     figures = Path(args.figures) if args.figures else out

@@ -8,6 +8,9 @@ Nothing in `distort`, `deepcorrect` or `qrnet` imports this package, except the
   report and figures.
 - `analysis`: the shared framework of the CIFAR-10 analysis examples (ideal correction,
   ranked vs random filters, local vs global ranking, training curves, Zhou et al.).
+- `imagenet`: the stages of the DeepCorrect study on a pretrained ImageNet classifier
+  (photos, split, ranking, training, evaluation, costs), shared by the MobileNetV2 examples;
+  `imagenet_report` writes its tables, report and figure.
 - `networks`: the small CNNs that train on a CPU (`lenet5`, `cifar10_quick`,
   `allconv_small`).
 - `restoration`: classical restorers (non-local means, Wiener deconvolution), the demo's

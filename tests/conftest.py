@@ -16,7 +16,8 @@ IMAGENET_SAMPLES = SHARED / "data" / "imagenet-samples"
 CIFAR10 = SHARED / "data" / "cifar10" / "cifar10.npz"
 
 
-def _center_crop(path: Path, size: int) -> np.ndarray:
+def center_crop(path: Path, size: int) -> np.ndarray:
+    """A photo's center square, resized (bilinear) to `size` x `size`: uint8 `[size, size, 3]`."""
     from PIL import Image
 
     with Image.open(path) as im:
@@ -33,7 +34,7 @@ def photos() -> np.ndarray:
     if not IMAGENET_SAMPLES.is_dir():
         pytest.skip(f"real photos not found at {IMAGENET_SAMPLES}")
     files = sorted(IMAGENET_SAMPLES.glob("*.jpg"))[:4]
-    return np.stack([_center_crop(f, 64) for f in files])
+    return np.stack([center_crop(f, 64) for f in files])
 
 
 @pytest.fixture(scope="session")

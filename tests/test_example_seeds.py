@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import sys
 
 import pytest
 
 from tests.conftest import REPO
 
 EXAMPLES = REPO / "examples"
-sys.path.insert(0, str(EXAMPLES))  # imagenet_deepcorrect_figures imports its sibling
 
 
 def _takes_seed(path) -> bool:

@@ -11,6 +11,8 @@ import keras
 import numpy as np
 import pytest
 
+from deepcorrect.costs import multiply_adds
+from studies.imagenet import split_indices
 from tests.conftest import IMAGENET_SAMPLES, REPO
 
 
@@ -63,19 +65,19 @@ def run(tmp_path_factory):
 
 
 def test_split_is_disjoint_complete_and_seeded():
-    train, test = experiment.split_indices(1000, 0.3, seed=0)
+    train, test = split_indices(1000, 0.3, seed=0)
     assert (len(train), len(test)) == (700, 300)
     assert not set(train) & set(test)
     assert sorted(np.concatenate([train, test]).tolist()) == list(range(1000))
-    again = experiment.split_indices(1000, 0.3, seed=0)
+    again = split_indices(1000, 0.3, seed=0)
     assert np.array_equal(train, again[0]) and np.array_equal(test, again[1])
-    assert not np.array_equal(test, experiment.split_indices(1000, 0.3, seed=1)[1])
+    assert not np.array_equal(test, split_indices(1000, 0.3, seed=1)[1])
 
 
 def test_split_file_and_photos_match_labels_csv(run):
     _, out, _ = run
     split = json.loads((out / "split.json").read_text())
-    train, test = experiment.split_indices(12, 0.3, seed=0)
+    train, test = split_indices(12, 0.3, seed=0)
     assert split["train"] == train.tolist() and split["test"] == test.tolist()
     with open(IMAGENET_SAMPLES / "labels.csv", newline="") as f:
         table = {row["file"]: int(row["label"]) for row in csv.DictReader(f)}
@@ -124,7 +126,7 @@ def test_parameter_and_multiply_add_counts(run):
 def test_mobilenet_v2_multiply_adds_match_the_paper():
     # Sandler et al. 2018, Table 4: MobileNetV2 1.0 at 224 px, 300M multiply-adds.
     model = keras.applications.MobileNetV2(weights=None)
-    assert experiment.multiply_adds(model) / 300e6 == pytest.approx(1.0, abs=0.01)
+    assert multiply_adds(model) / 300e6 == pytest.approx(1.0, abs=0.01)
 
 
 def test_rerun_reuses_every_stage_and_other_seed_is_refused(run, capsys):

@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import IMAGENET_SAMPLES, REPO, _center_crop
+from studies.imagenet import split_indices
+from tests.conftest import IMAGENET_SAMPLES, REPO, center_crop
 
 
 def _load(name: str):
@@ -47,7 +48,7 @@ def run(tmp_path_factory):
     # accuracies are not all zero.
     with open(IMAGENET_SAMPLES / "labels.csv", newline="") as f:
         table = list(csv.DictReader(f))[:16]
-    x = np.stack([_center_crop(IMAGENET_SAMPLES / row["file"], 32) for row in table])
+    x = np.stack([center_crop(IMAGENET_SAMPLES / row["file"], 32) for row in table])
     y = np.array([int(row["label"]) for row in table])
     classifier = tiny_cnn()
     classifier.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
@@ -63,7 +64,7 @@ def run(tmp_path_factory):
 def test_split_is_the_deepcorrect_split(run):
     _, out, _ = run
     split = json.loads((out / "split.json").read_text())
-    train, test = experiment.deepcorrect_example.split_indices(16, 0.3, seed=0)
+    train, test = split_indices(16, 0.3, seed=0)
     assert split["train"] == train.tolist() and split["test"] == test.tolist()
     assert not set(split["train_files"]) & set(split["test_files"])
     assert len(split["train_files"]) + len(split["test_files"]) == 16
