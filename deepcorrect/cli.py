@@ -405,9 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p), _data_args(p), _distortion_args(p)
     p.add_argument("--layers", nargs="+", default=None, help="conv layer names (default: all)")
     p.add_argument("--site", default="pre_activation", choices=("pre_activation", "post_activation"))
-    p.add_argument("--score", default="gain", choices=("gain", "relative_error", "log_prob"),
-                   help="gain: top-1 accuracy gain (default); log_prob: gain in the true "
-                        "class's log-probability, continuous")
+    p.add_argument("--score", default=None, choices=("gain", "relative_error", "log_prob"),
+                   help="log_prob (the exact method's default): gain in the true class's "
+                        "log-probability, continuous and more reliable; gain: the paper's top-1 "
+                        "accuracy gain; relative_error: the original code's")
     p.add_argument("--method", default="exact", choices=("exact", "approx"))
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=seed_argument, default=0)

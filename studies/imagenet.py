@@ -264,6 +264,7 @@ def rank_stage(model, preprocess, images, labels, layers: list[str], cfg: dict[s
             ranking = deepcorrect.rank(
                 model, images, labels, distortion, cfg["rank_levels"][distortion],
                 layers=layers, batch_size=cfg["rank_batch"], seed=seed, method=method,
+                score="gain" if method == "exact" else None,  # the paper's, as RESULTS ran it
                 checkpoint=out / f"ranking_{SHORT[distortion]}_{method}.partial.json",
                 progress=bool(verbose), preprocess=preprocess,
             )

@@ -70,7 +70,7 @@ def test_multi_filter_swaps_match_an_independent_reference(case):
 def test_single_filter_swaps_reproduce_algorithm_1(case):
     model, clean, blurred, labels = case
     ranking = rank(model, clean, labels, lambda x, level, seed: blurred, [1.0],
-                   layers=["conv1"], progress=False)
+                   layers=["conv1"], score="gain", progress=False)
     got = ideal_accuracy(model, clean, blurred, labels, "conv1", [[j] for j in range(6)])
     np.testing.assert_allclose(got - ranking.baseline_accuracy[0],
                                ranking.priorities["conv1"], atol=1e-12)

@@ -118,8 +118,8 @@ def test_log_prob_is_finer_than_the_top1_gain():
     model = tiny_model()
     images = make_images(12)
     labels = own_labels(model, images)
-    gain = run_rank(model, images, labels, layers=["c1"])
-    log_prob = run_rank(model, images, labels, layers=["c1"], score="log_prob")
+    gain = run_rank(model, images, labels, layers=["c1"], score="gain")
+    log_prob = run_rank(model, images, labels, layers=["c1"])  # the default score
     assert len(np.unique(log_prob.priorities["c1"])) == 6
     assert len(np.unique(gain.priorities["c1"])) < 6
 

@@ -63,7 +63,7 @@ def rank(
     levels: Sequence[float],
     layers: Sequence[str] | None = None,
     site: str = "pre_activation",
-    score: str = "gain",
+    score: str | None = None,
     batch_size: int = 256,
     seed: int = 0,
     method: str = "exact",
@@ -81,9 +81,9 @@ def rank(
     clean output, minus the accuracy on the distorted images, averaged over
     `levels`. `score="relative_error"` is the original code's
     `|err_swp - err_b| / err_b` per level (0 where `err_b == 0`), averaged.
-    `score="log_prob"` is continuous where the top-1 gain moves in steps of
-    `1 / N`: the mean gain in the label's log-probability over images and
-    levels.
+    `score="log_prob"`, the default, is continuous where the top-1 gain moves
+    in steps of `1 / N`: the mean gain in the label's log-probability over
+    images and levels.
 
     The exact method keeps each image's outcome after each swap, so it also
     measures, at little extra cost, how reproducible the priorities are
@@ -109,11 +109,14 @@ def rank(
             part for a conv with a built-in activation: where correction units
             go) or `"post_activation"` (after the single-consumer
             BatchNormalization/activation chain that follows it).
-        score: `"gain"` (default), `"relative_error"` or `"log_prob"` (the
-            gain in the true class's log-probability: `log_softmax` of
-            logits, or the log of probabilities clipped at
-            `exact.LOG_PROB_EPSILON`). Only `"gain"` for the approximate
-            method.
+        score: `"log_prob"` (the default of the exact method: the gain in
+            the true class's log-probability, `log_softmax` of logits or the
+            log of probabilities clipped at `exact.LOG_PROB_EPSILON`; far more
+            reliable than the top-1 gain at the same number of images, see
+            docs/RESULTS.md), `"gain"` (the paper's top-1 gain) or
+            `"relative_error"`. None (the default) means `"log_prob"` for the
+            exact method; the approximate method has its own score and takes
+            None (or `"gain"`, for older callers).
         batch_size: samples per forward pass (default 256). The exact method
             stacks `batch_size // chunk` filter swaps of a chunk of
             `min(N, batch_size)` images in one pass.
@@ -166,8 +169,10 @@ def rank(
     if keras.backend.backend() != "tensorflow":
         raise ValueError("rank needs the TensorFlow backend of Keras.")
     checks.check_choice("site", site, SITES)
-    checks.check_choice("score", score, SCORES)
     checks.check_choice("method", method, METHODS)
+    if score is None:
+        score = "log_prob" if method == "exact" else "gain"
+    checks.check_choice("score", score, SCORES)
     if method == "approx" and score != "gain":
         raise ValueError(
             f"score={score!r} is only defined for method='exact'. "
