@@ -54,6 +54,15 @@ def main(argv=None) -> int:
     p.add_argument("--mixture", action="store_true", help="one repair over all --distortions")
     p.add_argument("--quick", action="store_true", help="a few hundred images, one epoch")
     p.add_argument("--seed", type=seed_argument, default=0)
+    p.add_argument("--repair-images", type=int, default=None,
+                   help=f"labelled training images of every repair (default {FULL['repair_images']})")
+    p.add_argument("--test-images", type=int, default=None,
+                   help=f"test images (default {FULL['test_images']})")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs of every trained repair (default {FULL['epochs']})")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="ladder methods to run, e.g. baseline bn_adapt deepcorrect (default: the "
+                        "table's ten)")
     return fail_cleanly(run, p.parse_args(argv))
 
 
@@ -63,13 +72,19 @@ def run(args) -> None:
     import deepcorrect
     from robustkit import data
 
-    s = QUICK if args.quick else FULL
+    from distort.cli_common import require_positive
+
+    require_positive(args, "repair_images", "test_images", "epochs")
+    s = dict(QUICK if args.quick else FULL)
+    s.update({key: getattr(args, key) for key in ("repair_images", "test_images", "epochs")
+              if getattr(args, key) is not None})
+    methods = args.methods or list(METHODS)
     (x_train, y_train), (x_test, y_test) = data.load_cifar10(args.data)
     model = keras.models.load_model(args.model, safe_mode=True)
     table = deepcorrect.compare(
         model, (x_train[: s["repair_images"]], y_train[: s["repair_images"]]),
         (x_test[: s["test_images"]], y_test[: s["test_images"]]), args.distortions,
-        methods=list(METHODS), preset="deepcorrect_cifar", mixture=args.mixture,
+        methods=methods, preset="deepcorrect_cifar", mixture=args.mixture,
         budget={"epochs": s["epochs"], "batch_size": s["batch_size"],
                 "rank_images": s["rank_images"]},
         out_dir=args.out, seed=args.seed, verbose=1)

@@ -29,6 +29,7 @@ def base_model(tmp_path_factory, cifar10_small):
     return path
 
 
+@pytest.mark.slow  # 35 s; tests/test_cli_session.py runs the same session fast
 def test_rank_wrap_finetune_train_evaluate_export(tmp_path, base_model):
     if not CIFAR10.is_file():
         pytest.skip("CIFAR-10 not found")

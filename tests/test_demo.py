@@ -29,6 +29,7 @@ def _test_split(n):
     return x[:n], y[:n]
 
 
+@pytest.mark.slow  # shares the 45-second `deepcorrect demo --quick` run: `make test-slow`
 def test_quick_demo_writes_report_table_and_figures(quick_run):
     for name in ("report.md", "table.md", "results.json", "accuracy.png", "restored.png"):
         assert (quick_run / name).stat().st_size > 0, name
@@ -50,6 +51,7 @@ def test_quick_demo_writes_report_table_and_figures(quick_run):
                 f"{np.mean(values):.3f}"]
 
 
+@pytest.mark.slow  # shares the 45-second `deepcorrect demo --quick` run: `make test-slow`
 def test_baseline_row_equals_an_independent_evaluation(quick_run):
     config = demo.resolve_config("fashion_mnist", quick=True)
     x, y = _test_split(config["test_images"])
@@ -65,6 +67,7 @@ def test_baseline_row_equals_an_independent_evaluation(quick_run):
     assert results["accuracy"]["awgn"]["Baseline"][0] == blur[0]
 
 
+@pytest.mark.slow  # shares the 45-second `deepcorrect demo --quick` run: `make test-slow`
 def test_report_ends_with_the_recommended_repair(quick_run):
     # Recomputed from results.json: the best mean top-1 over clean and every level of both
     # distortions among the methods losing at most 0.01 of clean top-1 (demo.RECOMMEND).
@@ -81,6 +84,7 @@ def test_report_ends_with_the_recommended_repair(quick_run):
     assert {"BN-adapt", "TENT", "BN-adapt+DeepCorrect+TENT"} <= set(names)
 
 
+@pytest.mark.slow  # shares the 45-second `deepcorrect demo --quick` run: `make test-slow`
 def test_rerun_is_refused_then_resumes_without_retraining(quick_run, capsys):
     assert cli.main(["demo", "--quick", "--out", str(quick_run)]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
@@ -92,6 +96,7 @@ def test_rerun_is_refused_then_resumes_without_retraining(quick_run, capsys):
     assert (quick_run / "table.md").read_text() == table
 
 
+@pytest.mark.slow  # shares the 45-second `deepcorrect demo --quick` run: `make test-slow`
 def test_a_cached_restorer_loads_in_a_fresh_process(quick_run):
     # A resumed run loads finished stages in a new process, where nothing has imported
     # qrnet yet: its classes must still be found.
@@ -107,6 +112,7 @@ def test_a_cached_restorer_loads_in_a_fresh_process(quick_run):
     assert proc.stdout.strip().splitlines()[-1] == "QRNet"
 
 
+@pytest.mark.slow  # shares the 45-second `deepcorrect demo --quick` run: `make test-slow`
 def test_other_settings_in_the_same_folder_are_refused(quick_run, capsys):
     (quick_run / "report.md").rename(quick_run / "report.bak")
     try:

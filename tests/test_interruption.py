@@ -179,6 +179,7 @@ def _assert_same_weights(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow  # 15 s of ranking in a subprocess: `make test-slow`
 def test_deepcorrect_rank_resumes_after_sigkill(workspace, tmp_path):
     def progress(folder: Path) -> int:
         partial = _json(folder / "ranking.json.partial")
