@@ -72,7 +72,7 @@ def run(args) -> None:
     import deepcorrect
     from robustkit import data
 
-    from distort.cli_common import require_positive
+    from robustkit.cli_common import require_positive
 
     require_positive(args, "repair_images", "test_images", "epochs")
     s = dict(QUICK if args.quick else FULL)
