@@ -76,6 +76,7 @@ def _run_rank(args) -> None:
     import deepcorrect
 
     from distort import presets, registry
+    from distort.spec import Distortion
 
     registry.check_name(args.distortion)
     refuse_existing(args.out, args.overwrite)
@@ -84,7 +85,7 @@ def _run_rank(args) -> None:
     x, y = _load_data(args, "train", size)
     _check_data(args, args.model, model, x, y)
     options = presets.options(args.preset).get(args.distortion, {})
-    distortion = registry.distortion(args.distortion, **options) if options else args.distortion
+    distortion = Distortion(args.distortion, options=options)
     ranking = deepcorrect.rank(model, x, y, distortion, _levels(args), layers=args.layers,
                                site=args.site, score=args.score, method=args.method,
                                batch_size=args.batch_size, seed=args.seed, preprocess=preprocess,

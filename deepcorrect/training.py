@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from deepcorrect import checks
 from distort import pipeline
+from distort.spec import Distortion, DistortionSpec, as_distortions
 from robustkit import training_state
 from robustkit.checks import check_level
 from robustkit.io import atomic_path
@@ -152,7 +153,7 @@ def _outputs_logits(model: keras.Model) -> bool:
     return not (act is keras.activations.softmax or getattr(act, "__name__", "") == "softmax")
 
 
-def train(model: keras.Model, images, labels=None, distortion: str | dict = "gaussian_blur",
+def train(model: keras.Model, images, labels=None, distortion: DistortionSpec = "gaussian_blur",
           levels: Sequence[float] | None = None, *, preset: str = "deepcorrect_cifar",
           epochs: int | None = None, batch_size: int | None = None,
           learning_rate: float | None = None, validation_data=None, teacher: keras.Model | None = None,
@@ -167,8 +168,11 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
             `deepcorrect.wrap` model (units) or a `deepcorrect.finetune` one.
         images: uint8/float training images `[N, H, W, C]` on 0..255.
         labels: Integer labels `[N]`; None with `teacher` (label-free).
-        distortion: A distortion name or a dict name -> levels.
-        levels: The levels drawn per image (with a name).
+        distortion: A distortion name, a `distort.Distortion`, a dict name
+            -> levels, or a list of those (see `distort.as_distortions`); with
+            several, one is drawn per batch.
+        levels: The levels drawn per image, for a name (or a `Distortion`
+            without levels).
         preset: A `TRAINING_PRESETS` name giving the defaults below.
         epochs: Epochs, an integer >= 1; None (the default) takes the preset's.
         batch_size: Batch size, an integer >= 1; None (the default) takes the
@@ -236,6 +240,7 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
     if fraction is not None:
         cfg["fraction"] = check_level("fraction", fraction, 0.0, 1.0)
     seed = check_seed(seed)
+    distortions = as_distortions(distortion, levels)
     has_units = any(type(l).__name__ == "CorrectionUnit" for l in _all_layers(model))
     lr = learning_rate or (cfg["learning_rate"] if has_units else cfg["finetune_learning_rate"])
     if not model.trainable_weights:
@@ -244,7 +249,7 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
     keras.utils.set_random_seed(seed)
     val_ds = None
     if validation_data is not None:
-        val_ds = _dataset(validation_data[0], validation_data[1], distortion, levels,
+        val_ds = _dataset(validation_data[0], validation_data[1], distortions,
                           cfg["fraction"], batch_size, seed + 1, teacher is not None, preprocess,
                           shuffle=False)
     scope = strategy.scope() if strategy is not None else _null_scope()
@@ -264,11 +269,11 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
     initial_epoch = 0
     if checkpoint_dir is not None:
         run = {"seed": int(seed), "batch_size": batch_size, "images": len(images),
-               "distortion": _describe(distortion, levels), "label_free": teacher is not None}
+               "distortion": _describe(distortions), "label_free": teacher is not None}
         initial_epoch = _resume(checkpoint_dir, fit_model, run)
         cbs.append(_EpochCheckpoint(Path(checkpoint_dir), model, run))
     cbs.extend(callbacks)
-    train_ds = _dataset(images, labels, distortion, levels, cfg["fraction"], batch_size, seed,
+    train_ds = _dataset(images, labels, distortions, cfg["fraction"], batch_size, seed,
                         teacher is not None, preprocess, shuffle=True, epochs=epochs,
                         initial_epoch=min(initial_epoch, epochs), steps_per_epoch=steps_per_epoch)
     steps = pipeline.epoch_steps(len(images), batch_size, steps_per_epoch)
@@ -277,9 +282,15 @@ def train(model: keras.Model, images, labels=None, distortion: str | dict = "gau
                          verbose=verbose, shuffle=False)
 
 
-def _describe(distortion, levels) -> str:
-    table = distortion if isinstance(distortion, dict) else {distortion: levels}
-    return repr({str(k): [float(v) for v in np.ravel(lv)] for k, lv in sorted(table.items())})
+def _describe(distortions: Sequence[Distortion]) -> str:
+    """The checkpoint's record of the distortions: `repr({name: levels})`, by name.
+
+    A distortion with options records `{"levels": [...], "options": {...}}` instead.
+    """
+    table = {d.name: list(d.levels) if not d.options
+             else {"levels": list(d.levels), "options": dict(sorted(d.options.items()))}
+             for d in distortions}
+    return repr(dict(sorted(table.items())))
 
 
 def _resume(checkpoint_dir, fit_model: keras.Model, run: dict) -> int:
@@ -312,14 +323,14 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         training_state.save_state(self._directory, self.model, {"epoch": epoch, "run": self._run})
 
 
-def _dataset(images, labels, distortion, levels, fraction, batch_size, seed, label_free,
+def _dataset(images, labels, distortions, fraction, batch_size, seed, label_free,
              preprocess, shuffle, **epochs):
     if label_free:
-        ds = pipeline.restoration_dataset(images, None, distortion, levels, fraction=fraction,
+        ds = pipeline.restoration_dataset(images, None, distortions, fraction=fraction,
                                           batch_size=batch_size, seed=seed, shuffle=shuffle,
                                           **epochs)
         return ds
-    ds = pipeline.training_dataset(images, np.asarray(labels), distortion, levels,
+    ds = pipeline.training_dataset(images, np.asarray(labels), distortions,
                                    fraction=fraction, batch_size=batch_size, seed=seed,
                                    shuffle=shuffle, **epochs)
     prep = preprocess or (lambda x: x)

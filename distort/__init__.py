@@ -2,9 +2,11 @@
 
 The reading path: `kernels` (point-spread functions), `conventions` (images,
 levels, seeds), `convolution`, then the distortions: `blur`, `noise`,
-`photometric`, `codecs` and `imagenet_c`; `presets` (the papers' levels),
-`pipeline` (`tf.data`), `layers` (Keras preprocessing layers), `metrics`,
-`sweep`. Loaders and the other shared plumbing live in `robustkit`.
+`photometric`, `codecs` and `imagenet_c`; `registry` (`apply` by name),
+`spec` (`Distortion`: a name with its levels and options, the one value every
+entry point takes), `presets` (the papers' levels), `pipeline` (`tf.data`),
+`layers` (Keras preprocessing layers), `metrics`, `sweep`. Loaders and the
+other shared plumbing live in `robustkit`.
 
 The names below are imported on first use, so that `import distort` (and the
 `distort` command line, before it knows what it will run) does not load
@@ -16,6 +18,11 @@ Example:
 >>> images = np.zeros([4, 32, 32, 3], np.uint8)
 >>> distort.apply(images, "gaussian_blur", 2.0).shape
 TensorShape([4, 32, 32, 3])
+>>> blur = distort.Distortion("gaussian_blur", [1, 2], {"window": "4sigma-1"})
+>>> blur(images, 2.0).shape
+TensorShape([4, 32, 32, 3])
+>>> distort.as_distortions({"awgn": [10, 20]})[0].levels
+(10.0, 20.0)
 """
 
 from __future__ import annotations
@@ -42,9 +49,10 @@ _EXPORTS = {
     "random_walk_blur": "distort.blur",
     "DISTORTIONS": "distort.registry",
     "apply": "distort.registry",
-    "distortion": "distort.registry",
     "is_random": "distort.registry",
     "names": "distort.registry",
+    "Distortion": "distort.spec",
+    "as_distortions": "distort.spec",
     "check_seed": "robustkit.seeds",
     "benchmark": "distort.corruption_benchmark",
 }

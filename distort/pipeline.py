@@ -9,8 +9,10 @@ Three builders cover the papers' uses:
   restorer such as QRNet, half of every batch left clean.
 - `evaluation_datasets`: one dataset per level, for sweeps.
 
-Every builder maps whole batches, prefetches, and is deterministic under its
-`seed` (the seed of batch `b` is `[seed, b]`).
+Every builder takes its distortion as `distort.as_distortions` reads it (a
+name with `levels`, a `distort.Distortion`, a dict name -> levels, or a list),
+maps whole batches, prefetches, and is deterministic under its `seed` (the
+seed of batch `b` is `[seed, b]`).
 
 Example:
 
@@ -29,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from distort import registry
-from robustkit.checks import check_level
+from distort.spec import Distortion, DistortionSpec, as_distortions
 from robustkit.seeds import check_seed
 
 SAMPLINGS = ("choice", "uniform")
@@ -92,16 +94,44 @@ def check_sampled_levels(name: str, levels: Sequence[float], sampling: str) -> n
     registry.check_name(name)
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}. Received: sampling={sampling!r}")
-    levels = np.asarray(levels, np.float32).reshape(-1)
-    if levels.size == 0:
+    levels = Distortion(name, levels).levels
+    if not levels:
         raise ValueError("levels must hold at least one level. Received: levels=[]")
-    low, high = registry.level_range(name)
-    for value in levels.tolist():
-        check_level("levels", value, low, high)
-    if sampling == "uniform" and levels.size != 2:
+    if sampling == "uniform" and len(levels) != 2:
         raise ValueError(
-            f"levels must be (low, high) with sampling='uniform'. Received: levels={levels.tolist()}")
-    return levels
+            f"levels must be (low, high) with sampling='uniform'. Received: levels={list(levels)}")
+    return np.asarray(levels, np.float32)
+
+
+def _sampled_distortions(distortion: DistortionSpec, levels=None, sampling: str = "choice",
+                        options: dict | None = None) -> list[tuple[Distortion, np.ndarray]]:
+    """The distortions one is drawn from per batch, by name, each with its level table.
+
+    Args:
+        distortion: A name (with `levels`), a `distort.Distortion`, a dict
+            name -> levels, or a list of those (see `distort.as_distortions`);
+            each name at most once.
+        levels: The levels of a name given alone. Defaults to None.
+        sampling: "choice" or "uniform" (each table is then `(low, high)`).
+        options: Options added to every distortion. Defaults to None.
+
+    Returns:
+        `(distortion, levels as float32)` pairs, sorted by name.
+
+    Raises:
+        ValueError: For a name given twice, or what `check_sampled_levels`
+            refuses.
+
+    Example:
+
+    >>> [(d.name, t.tolist()) for d, t in _sampled_distortions({"jpeg": [10], "awgn": [5]})]
+    [('awgn', [5.0]), ('jpeg', [10.0])]
+    """
+    found = sorted(as_distortions(distortion, levels, options), key=lambda d: d.name)
+    names = [d.name for d in found]
+    if len(set(names)) != len(names):
+        raise ValueError(f"distortion must name each distortion once. Received: {names}")
+    return [(d, check_sampled_levels(d.name, d.levels, sampling)) for d in found]
 
 
 def random_levels(levels, n, seed: tf.Tensor, sampling: str = "choice") -> tf.Tensor:
@@ -113,7 +143,7 @@ def random_levels(levels, n, seed: tf.Tensor, sampling: str = "choice") -> tf.Te
     return tf.gather(levels, index)
 
 
-def distort_batch(images: tf.Tensor, distortions: dict[str, Sequence[float]], seed: tf.Tensor,
+def distort_batch(images: tf.Tensor, distortions: DistortionSpec, seed: tf.Tensor,
                   fraction: float = 0.5, sampling: str = "choice", **options) -> tf.Tensor:
     """Distorts the last `round(fraction * N)` images of a batch.
 
@@ -122,7 +152,9 @@ def distort_batch(images: tf.Tensor, distortions: dict[str, Sequence[float]], se
 
     Args:
         images: A batch, uint8 or float on 0..255.
-        distortions: Distortion name -> levels to draw from.
+        distortions: The distortions and their levels, each name at most
+            once: a dict name -> levels, a `distort.Distortion` or a list (see
+            `distort.as_distortions`).
         seed: A stateless seed of shape [2].
         fraction: Fraction of the batch to distort, in [0, 1].
         sampling: "choice" (levels is a list) or "uniform" (levels is a range).
@@ -130,43 +162,40 @@ def distort_batch(images: tf.Tensor, distortions: dict[str, Sequence[float]], se
 
     Returns:
         The batch, its last images distorted, same dtype.
+
+    Example:
+
+    >>> x = tf.zeros([4, 8, 8, 3], tf.uint8)
+    >>> out = distort_batch(x, {"awgn": [20.0]}, tf.constant([0, 1], tf.int64))
+    >>> bool(tf.reduce_all(out[:2] == 0)), bool(tf.reduce_any(out[2:] != 0))
+    (True, True)
     """
     n = tf.shape(images)[0]
     k = tf.cast(tf.round(fraction * tf.cast(n, tf.float32)), tf.int32)
     clean, dirty = images[: n - k], images[n - k :]
-    names = sorted(distortions)
-    tables = {name: check_sampled_levels(name, distortions[name], sampling) for name in names}
+    tables = _sampled_distortions(distortions, sampling=sampling, options=options)
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
 
-    def branch(name):
+    def branch(distortion, table):
         def fn():
-            lv = random_levels(tables[name], k, seeds[1], sampling)
-            if name == "camera_shake":
-                return registry.apply(dirty, name, 1, seed=seeds[2], **options)
-            if name == "combined":
-                return registry.apply(dirty, name, float(tables[name][-1]), seed=seeds[2], **options)
-            return registry.apply(dirty, name, lv, seed=seeds[2], **options)
+            lv = random_levels(table, k, seeds[1], sampling)
+            if distortion.name == "camera_shake":
+                return distortion(dirty, 1, seed=seeds[2])
+            if distortion.name == "combined":
+                return distortion(dirty, float(table[-1]), seed=seeds[2])
+            return distortion(dirty, lv, seed=seeds[2])
         return fn
 
-    if len(names) == 1:
-        out = branch(names[0])()
+    if len(tables) == 1:
+        out = branch(*tables[0])()
     else:
-        which = tf.random.stateless_uniform([], seeds[0], 0, len(names), dtype=tf.int32)
-        out = tf.switch_case(which, [branch(nm) for nm in names])
+        which = tf.random.stateless_uniform([], seeds[0], 0, len(tables), dtype=tf.int32)
+        out = tf.switch_case(which, [branch(*pair) for pair in tables])
     return tf.concat([clean, tf.cast(out, images.dtype)], axis=0)
 
 
-def _normalise_distortions(distortion, levels) -> dict[str, Sequence[float]]:
-    if isinstance(distortion, dict):
-        if levels is not None:
-            raise ValueError("levels must be None when distortion is a dict of name -> levels")
-        return distortion
-    if levels is None:
-        raise ValueError("levels must be given when distortion is a name")
-    return {distortion: levels}
-
-
-def training_dataset(images, labels=None, distortion="gaussian_blur", levels=None, *,
+def training_dataset(images, labels=None, distortion: DistortionSpec = "gaussian_blur",
+                     levels=None, *,
                      fraction: float = 0.5, batch_size: int = 32, seed: int = 0,
                      shuffle: bool = True, repeat: bool = False, sampling: str = "choice",
                      epochs: int | None = None, initial_epoch: int = 0,
@@ -177,10 +206,12 @@ def training_dataset(images, labels=None, distortion="gaussian_blur", levels=Non
         images: uint8/float images `[N, H, W, C]`, or a `tf.data.Dataset` of
             unbatched `(image, label)` pairs.
         labels: Labels `[N]` when `images` is an array.
-        distortion: A distortion name, or a dict name -> levels (then
-            `levels` is None and one name is drawn per batch).
+        distortion: A distortion name, a `distort.Distortion`, a dict name
+            -> levels, or a list of those (see `distort.as_distortions`);
+            with several, one is drawn per batch.
         levels: Levels to draw from (a list), or `(low, high)` with
-            `sampling="uniform"`.
+            `sampling="uniform"`, for a name (or a `Distortion` without
+            levels); None when the distortion carries its levels.
         fraction: Fraction of every batch that is distorted (0.5 by default).
         batch_size: Batch size, >= 1.
         seed: Seed of the shuffling, the choice of distortion and levels, and
@@ -219,9 +250,7 @@ def _distorted_batches(images, labels, distortion, levels, element, *, fraction,
         raise ValueError(f"fraction must be in [0, 1]. Received: fraction={fraction}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
-    table = _normalise_distortions(distortion, levels)
-    for name, lv in table.items():
-        check_sampled_levels(name, lv, sampling)
+    distortions = [d for d, _ in _sampled_distortions(distortion, levels, sampling, options)]
     if epochs is not None:
         if repeat:
             raise ValueError("repeat must be False when epochs is given")
@@ -243,7 +272,7 @@ def _distorted_batches(images, labels, distortion, levels, element, *, fraction,
         x, y = batch if isinstance(batch, tuple) else (batch, None)
         if dtype is not None:
             x = tf.cast(x, dtype)
-        distorted = distort_batch(x, table, batch_seed, fraction, sampling, **options)
+        distorted = distort_batch(x, distortions, batch_seed, fraction, sampling)
         return element(x, distorted, y)
 
     return batches.map(map_batch, num_parallel_calls=tf.data.AUTOTUNE,
@@ -337,7 +366,8 @@ def epoch_batches(images, labels=None, *, batch_size: int, seed: int = 0, shuffl
     return tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)
 
 
-def restoration_dataset(images, labels=None, distortion="gaussian_blur", levels=None, *,
+def restoration_dataset(images, labels=None, distortion: DistortionSpec = "gaussian_blur",
+                        levels=None, *,
                         fraction: float = 0.5, batch_size: int = 32, seed: int = 0,
                         shuffle: bool = True, repeat: bool = False, sampling: str = "choice",
                         epochs: int | None = None, initial_epoch: int = 0,
@@ -351,6 +381,14 @@ def restoration_dataset(images, labels=None, distortion="gaussian_blur", levels=
 
     Returns:
         A prefetched `tf.data.Dataset`; images are float32 on 0..255.
+
+    Example:
+
+    >>> from distort import Distortion
+    >>> ds = restoration_dataset(np.zeros([4, 8, 8, 3], np.uint8), None,
+    ...                          Distortion("awgn", [10, 20]), batch_size=4)
+    >>> [tuple(t.shape) for t in next(iter(ds))]
+    [(4, 8, 8, 3), (4, 8, 8, 3)]
     """
     def element(clean, distorted, y):
         return (distorted, (clean, y)) if y is not None else (distorted, clean)
@@ -362,7 +400,7 @@ def restoration_dataset(images, labels=None, distortion="gaussian_blur", levels=
                               steps_per_epoch=steps_per_epoch)
 
 
-def evaluation_datasets(images, labels, distortion: str, levels: Sequence[float], *,
+def evaluation_datasets(images, labels, distortion: DistortionSpec, levels=None, *,
                         batch_size: int = 64, seed: int = 0, include_clean: bool = True,
                         **options) -> dict[float, tf.data.Dataset]:
     """One dataset of `(distorted images, labels)` per level.
@@ -370,7 +408,8 @@ def evaluation_datasets(images, labels, distortion: str, levels: Sequence[float]
     Args:
         images: uint8/float images `[N, H, W, C]`.
         labels: Labels `[N]`.
-        distortion: A distortion name.
+        distortion: A distortion name, or one `distort.Distortion` (then
+            `levels` may be None: its own levels are evaluated).
         levels: The levels to evaluate.
         batch_size: Batch size.
         seed: Seed of random distortions (batch `b` uses `[seed, b]`).
@@ -379,21 +418,29 @@ def evaluation_datasets(images, labels, distortion: str, levels: Sequence[float]
 
     Returns:
         A dict level -> dataset, in the order of `levels` (clean first).
+
+    Example:
+
+    >>> sets = evaluation_datasets(np.zeros([4, 8, 8, 3], np.uint8), np.arange(4), "jpeg", [10])
+    >>> list(sets)
+    [None, 10.0]
     """
-    registry.check_name(distortion)
+    found = as_distortions(distortion, levels, options)
+    if len(found) != 1:
+        raise ValueError(f"distortion must be one distortion. Received: distortion={distortion!r}")
+    spec = found[0]
     seed = check_seed(seed)
     out: dict = {}
     base = _as_dataset(images, labels).batch(batch_size)
     if include_clean:
         out[None] = base.prefetch(tf.data.AUTOTUNE)
-    for level in levels:
-        def map_batch(step, batch, level=float(level)):
+    for level in spec.levels:
+        def map_batch(step, batch, level=level):
             x, y = batch
-            return registry.apply(x, distortion, level, seed=tf.stack(
-                [tf.constant(seed, tf.int64), step]), **options), y
+            return spec(x, level, seed=tf.stack([tf.constant(seed, tf.int64), step])), y
 
-        out[float(level)] = base.enumerate().map(map_batch, num_parallel_calls=tf.data.AUTOTUNE,
-                                                 deterministic=True).prefetch(tf.data.AUTOTUNE)
+        out[level] = base.enumerate().map(map_batch, num_parallel_calls=tf.data.AUTOTUNE,
+                                          deterministic=True).prefetch(tf.data.AUTOTUNE)
     return out
 
 

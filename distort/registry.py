@@ -1,5 +1,9 @@
 """One entry point for every distortion: `apply(images, name, level, seed)`.
 
+The table of names, level arguments and level ranges lives here; a distortion
+named with its levels and options as one value is `distort.Distortion`
+(`distort.spec`).
+
 Example:
 
 >>> import numpy as np, distort
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import tensorflow as tf
 
@@ -71,19 +75,37 @@ def level_range(name: str) -> tuple[float, float]:
 
 
 def names() -> list[str]:
-    """Returns the names `apply` accepts."""
+    """Returns the names `apply` accepts.
+
+    Example:
+
+    >>> "awgn" in names()
+    True
+    """
     return sorted(DISTORTIONS)
 
 
 def check_name(name: str) -> str:
-    """Raises a ValueError listing the known names if `name` is unknown."""
+    """Raises a ValueError listing the known names if `name` is unknown.
+
+    Example:
+
+    >>> check_name("jpeg")
+    'jpeg'
+    """
     if name not in DISTORTIONS:
         raise ValueError(f"name must be one of {names()}. Received: name={name!r}")
     return name
 
 
 def is_random(name: str) -> bool:
-    """Whether a distortion draws random numbers (and so takes a seed)."""
+    """Whether a distortion draws random numbers (and so takes a seed).
+
+    Example:
+
+    >>> is_random("awgn"), is_random("jpeg")
+    (True, False)
+    """
     return DISTORTIONS[check_name(name)][3]
 
 
@@ -148,20 +170,15 @@ def _switch(images, name: str, level, fn: Callable, kwargs: dict):
     return fn(images, **kwargs) if float(value) == 1.0 else convolve(images, [[1.0]])
 
 
-def distortion(name: str, **options) -> Callable:
-    """Returns `fn(images, level, seed=0)` for one distortion, `options` bound.
-
-    The function takes its arguments by position or by keyword, for every
-    name: `distortion("gaussian_blur")(images, 2.0)` is
-    `apply(images, "gaussian_blur", 2.0, seed=0)`.
+def check_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Raises a TypeError unless every option is a keyword of the distortion's function.
 
     Args:
         name: A name from `names()`.
-        **options: Keyword options of the distortion's function, e.g.
-            `window="4sigma-1"` for "gaussian_blur".
+        options: Keyword options for `apply`, e.g. `{"window": "4sigma-1"}`.
 
     Returns:
-        The function.
+        The options, as a new dict.
 
     Raises:
         ValueError: For an unknown name.
@@ -169,20 +186,12 @@ def distortion(name: str, **options) -> Callable:
 
     Example:
 
-    >>> import numpy as np
-    >>> blur = distortion("gaussian_blur", window="4sigma-1")
-    >>> blur(np.zeros([8, 8, 3], np.uint8), 1.0).shape
-    TensorShape([8, 8, 3])
+    >>> check_options("gaussian_blur", {"window": "4sigma-1"})
+    {'window': '4sigma-1'}
     """
     fn, arg, fixed, _ = DISTORTIONS[check_name(name)]
     taken = set(inspect.signature(fn).parameters) - {"images", "seed", arg} - set(fixed)
     unknown = sorted(set(options) - taken)
     if unknown:
         raise TypeError(f"options of {name!r} must be among {sorted(taken)}. Received: {unknown}")
-
-    def distort_images(images, level, seed: int | None = 0):
-        return apply(images, name, level, seed=seed, **options)
-
-    distort_images.__name__ = distort_images.__qualname__ = name
-    distort_images.__doc__ = f"`apply(images, {name!r}, level, seed, **{options!r})`."
-    return distort_images
+    return dict(options)

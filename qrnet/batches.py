@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from distort import registry
 from distort.pipeline import epoch_batches
-from robustkit.checks import check_level
+from distort.spec import Distortion, DistortionSpec, entries
 from robustkit.training_checks import check_count
 
 __all__ = [
@@ -46,21 +46,28 @@ DistortFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
 def resolve_distortions(
-    distortions: DistortFn | Mapping[str, Sequence[float]] | Sequence[tuple[str, Sequence[float]]],
+    distortions: DistortFn | DistortionSpec,
     apply_fn: Callable[..., Any] | None = None,
 ) -> DistortFn:
     """Turns a distortion specification into `distort_fn(images, seed) -> images`.
 
     Args:
-        distortions: a callable `distort_fn(images, seed)` (returned unchanged), or
-            `{name: levels}` / `[(name, levels), ...]`: each call then draws one
-            `(name, level)` pair uniformly from `seed` and applies it to the whole batch with
-            `apply_fn(images, name, level, seed=...)`.
-        apply_fn: the distortion function; defaults to `distort.apply`.
+        distortions: a callable `distort_fn(images, seed)` (the escape hatch, returned
+            unchanged), or what `distort.as_distortions` reads: `{name: levels}`,
+            `[(name, levels), ...]`, a `distort.Distortion` or a list of them. Each call then
+            draws one `(distortion, level)` pair uniformly from `seed`, over every level of
+            every distortion in the given order, and applies it to the whole batch with
+            `apply_fn(images, name, level, seed=..., **options)`.
+        apply_fn: the distortion function; defaults to `distort.apply`. With one, names
+            outside `distort.names()` are allowed (and their levels not checked).
 
     Returns:
         A function of a float32 NHWC batch on 0..255 and a stateless seed (int64, shape
         `[2]`) that works inside `tf.data` and `tf.function`.
+
+    Raises:
+        ValueError: for no level at all, or (without `apply_fn`) an unknown name, and for a
+            level outside its distortion's range.
 
     Example:
 
@@ -71,19 +78,16 @@ def resolve_distortions(
     >>> float(out[0, 0, 0, 0]) in (1.0, 2.0)
     True
     """
-    if callable(distortions):
+    if callable(distortions) and not isinstance(distortions, Distortion):
         return distortions
-    pairs = list(distortions.items()) if isinstance(distortions, Mapping) else list(distortions)
-    choices = [(str(name), float(level)) for name, levels in pairs for level in levels]
+    choices = []
+    for name, levels, options in entries(distortions):
+        # Check names and levels now, not inside tf.data: a custom apply_fn may add names.
+        if apply_fn is None or name in registry.names():
+            levels = Distortion(name, levels, options).levels
+        choices += [(name, level, options) for level in levels]
     if not choices:
         raise ValueError(f"distortions must name at least one level. Received: {distortions}")
-    # Check names and levels now, not inside tf.data: a custom apply_fn may add names.
-    for name, level in choices:
-        if name in registry.names():
-            check_level(f"distortions[{name!r}]", level, *registry.level_range(name))
-        elif apply_fn is None:
-            raise ValueError(f"distortions names an unknown distortion {name!r}. Allowed "
-                             f"values: {registry.names()}")
     apply_fn = apply_fn or registry.apply
 
     def distort_fn(images, seed):
@@ -91,13 +95,14 @@ def resolve_distortions(
         pick = tf.random.stateless_uniform([], seed, 0, len(choices), dtype=tf.int32)
         branch_seed = tf.random.stateless_uniform([2], seed + [0, 1], 0, 2**31 - 1, tf.int64)
 
-        def branch(name, level):
+        def branch(name, level, options):
             def run():
-                return tf.cast(apply_fn(images, name, level, seed=branch_seed), tf.float32)
+                return tf.cast(apply_fn(images, name, level, seed=branch_seed, **options),
+                               tf.float32)
 
             return run
 
-        out = tf.switch_case(pick, [branch(name, level) for name, level in choices])
+        out = tf.switch_case(pick, [branch(*choice) for choice in choices])
         return tf.ensure_shape(out, images.shape)
 
     return distort_fn
@@ -183,7 +188,7 @@ def _seeded_batches(images, labels, batch_size: int, seed: int, shuffle: bool,
 def paired_batches(
     images,
     labels,
-    distortions: DistortFn | Mapping | Sequence,
+    distortions: DistortFn | DistortionSpec,
     batch_size: int = 32,
     seed: int = 0,
     shuffle: bool = True,

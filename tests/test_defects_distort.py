@@ -1,6 +1,6 @@
 """Defects a new user of `distort` hits first, each with the behaviour that replaced it.
 
-- `distort.distortion(name)` is `fn(images, level, seed=0)` by position for every name, and a
+- `distort.Distortion(name)` is `fn(images, level, seed=0)` by position for every name, and a
   bad level reports the level's own error (it used to pass `level` into `name`).
 - Atomic writes give files and folders the mode `open()` / `os.makedirs` give under the
   umask (they were 0600 / 0700).
@@ -101,17 +101,17 @@ def _run(main: Callable, argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 # ---------------------------------------------------------------------------
-# 1. distort.distortion(name)(images, level) by position
+# 1. distort.Distortion(name)(images, level) by position
 
 
 @pytest.mark.parametrize("name", registry.names())
 def test_distortion_takes_images_and_level_by_position(name):
     images = _images()
     level = LEVELS.get(name, registry.level_range(name)[0])  # others: their lowest level
-    got = distort.distortion(name)(images, level)
+    got = distort.Distortion(name)(images, level)
     np.testing.assert_array_equal(np.asarray(got),
                                   np.asarray(distort.apply(images, name, level, seed=0)))
-    again = distort.distortion(name)(images, level, 0)  # the seed by position too
+    again = distort.Distortion(name)(images, level, 0)  # the seed by position too
     np.testing.assert_array_equal(np.asarray(again), np.asarray(got))
 
 
@@ -123,19 +123,19 @@ def test_distortion_takes_images_and_level_by_position(name):
 ])
 def test_distortion_reports_the_levels_own_error(name, level, message):
     with pytest.raises(ValueError) as info:
-        distort.distortion(name)(_images(), level)
+        distort.Distortion(name)(_images(), level)
     assert str(info.value) == message
 
 
 def test_distortion_binds_options_and_refuses_unknown_ones():
     images = _images()
-    qrnet_blur = distort.distortion("gaussian_blur", window="4sigma-1")
+    qrnet_blur = distort.Distortion("gaussian_blur", options={"window": "4sigma-1"})
     np.testing.assert_array_equal(
         np.asarray(qrnet_blur(images, 2.0)),
         np.asarray(distort.gaussian_blur(images, 2.0, window="4sigma-1")))
     with pytest.raises(TypeError, match=r"options of 'gaussian_blur' must be among "
                                         r"\['border', 'window'\]. Received: \['windw'\]"):
-        distort.distortion("gaussian_blur", windw=3)
+        distort.Distortion("gaussian_blur", options={"windw": 3})
 
 
 @pytest.mark.parametrize("levels, message", [
@@ -318,7 +318,7 @@ SEED_ENTRY_POINTS: dict[str, Callable[[Files, Any], Any]] = {
     "camera_shake": lambda f, s: distort.camera_shake(_images(), seed=s),
     "combined": lambda f, s: distort.combined(_images(), 2.0, seed=s),
     "apply (deterministic)": lambda f, s: distort.apply(_images(), "gaussian_blur", 1.0, seed=s),
-    "distortion()": lambda f, s: distort.distortion("awgn")(_images(), 5.0, s),
+    "Distortion()": lambda f, s: distort.Distortion("awgn")(_images(), 5.0, s),
     "kernels.random_walk": lambda f, s: kernels.random_walk(2, seed=s),
     "kernels.camera_shake": lambda f, s: kernels.camera_shake(seed=s),
     "training_dataset": lambda f, s: pipeline.training_dataset(

@@ -25,7 +25,7 @@ from deepcorrect.flat_program import (
 )
 from deepcorrect.ranking import approx, exact
 from deepcorrect.ranking.inputs import (
-    Distortion,
+    RankDistortion,
     RankingData,
     check_filters,
     digest,
@@ -59,7 +59,7 @@ def rank(
     model: keras.Model,
     images: np.ndarray,
     labels: np.ndarray,
-    distortion: Distortion,
+    distortion: RankDistortion,
     levels: Sequence[float],
     layers: Sequence[str] | None = None,
     site: str = "pre_activation",

@@ -1,6 +1,7 @@
 """What `rank` reads: the distortion, the filter range, and the images.
 
-`resolve_distortion` turns a `distort` name or a callable into one function,
+`resolve_distortion` turns a `distort` name, a `distort.Distortion` or a
+callable into one function,
 `check_filters` checks a `(start, stop)` filter range, `digest` fingerprints
 the ranking images for checkpoints, `RankingData` holds the clean images
 and makes their distorted versions, level by level, and `outputs_are_logits`
@@ -22,49 +23,62 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from deepcorrect.flat_program import Program, apply_preprocess
+from distort.registry import names
+from distort.spec import Distortion, as_distortions
 
 # Keep all levels' distorted images in memory up to this many bytes; above it,
 # they are recomputed for every layer.
 DISTORTED_CACHE_BYTES = 1 << 30
 
-# A `distort` name, or `fn(images, level, seed) -> images`.
-Distortion = str | Callable[[np.ndarray, float, int], Any]
+# A `distort` name, a `distort.Distortion`, or `fn(images, level, seed) -> images`.
+RankDistortion = str | Distortion | Callable[[np.ndarray, float, int], Any]
 
 
-def resolve_distortion(distortion: Distortion) -> tuple[str, Callable]:
+def resolve_distortion(distortion: RankDistortion) -> tuple[str, Callable]:
     """The name of a distortion and its function `fn(images, level, seed)`.
 
     Args:
-        distortion: a `distort` name such as `"awgn"`, or a callable
-            `fn(images, level, seed) -> images` (named by its `__name__`).
+        distortion: a `distort` name such as `"awgn"`, one distortion as
+            `distort.as_distortions` reads it (a `distort.Distortion`, with its
+            options; its levels are not used: `rank` takes `levels`), or a
+            callable `fn(images, level, seed) -> images` (the escape hatch,
+            named by its `__name__`).
 
     Returns:
         `(name, fn)`.
 
     Raises:
-        ValueError: for an unknown name or a value that is neither a name nor
-            callable, worded as `distort` words an unknown name.
+        ValueError: for an unknown name or a value that is neither a
+            distortion nor callable, worded as `distort` words an unknown name,
+            or for several distortions.
 
     Example:
 
     >>> resolve_distortion("gaussian_blur")[0]
     'gaussian_blur'
+    >>> from distort import Distortion
+    >>> resolve_distortion(Distortion("gaussian_blur", options={"window": "4sigma-1"}))[1].options
+    {'window': '4sigma-1'}
     """
-    import distort
-
-    if callable(distortion) and not isinstance(distortion, str):
+    if callable(distortion) and not isinstance(distortion, Distortion):
         return getattr(distortion, "__name__", type(distortion).__name__), distortion
-    if not isinstance(distortion, str) or distortion not in distort.names():
+    try:
+        found = as_distortions(distortion)
+    except (TypeError, ValueError):
+        if isinstance(distortion, (Distortion, Mapping, list, tuple)):
+            raise
         raise ValueError(
-            f"distortion must be one of {distort.names()} or a callable "
+            f"distortion must be one of {names()} or a callable "
             f"fn(images, level, seed). Received: distortion={distortion!r}"
-        )
-    return distortion, lambda x, level, seed: distort.apply(x, distortion, level, seed=seed)
+        ) from None
+    if len(found) != 1:
+        raise ValueError(f"distortion must be one distortion. Received: distortion={distortion!r}")
+    return found[0].name, found[0]
 
 
 def check_filters(filters: tuple[int, int] | None) -> tuple[int, int] | None:
