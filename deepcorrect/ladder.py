@@ -402,6 +402,9 @@ def _train(model, data: RepairData, learning_rate: float, folder: Path) -> str:
     deepcorrect.train(model, data.images, None if label_free else data.labels,
                       dict(data.distortions), preset="cpu_quick", epochs=data.budget["epochs"],
                       batch_size=data.budget["batch_size"], learning_rate=learning_rate,
+                      # x0.1 before the last epoch (every 2 epochs up to 3): longer budgets
+                      # keep training at the full rate instead of decaying to nothing.
+                      decay_every=max(2, data.budget["epochs"] - 1),
                       teacher=data.frozen_teacher() if label_free else None,
                       checkpoint_dir=folder / "checkpoints", seed=data.seed,
                       verbose=data.verbose)

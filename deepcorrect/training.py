@@ -160,7 +160,8 @@ def train(model: keras.Model, images, labels=None, distortion: DistortionSpec = 
           preprocess: Callable | None = None, checkpoint_dir: str | os.PathLike | None = None,
           callbacks: Sequence[keras.callbacks.Callback] = (),
           strategy: tf.distribute.Strategy | None = None, seed: int = 0, steps_per_epoch=None,
-          verbose: int | str = "auto", fraction: float | None = None) -> keras.callbacks.History:
+          verbose: int | str = "auto", fraction: float | None = None,
+          decay_every: int | None = None) -> keras.callbacks.History:
     """Trains the trainable weights of `model` on half-distorted batches.
 
     Args:
@@ -200,6 +201,8 @@ def train(model: keras.Model, images, labels=None, distortion: DistortionSpec = 
         verbose: Keras verbosity.
         fraction: Fraction of every batch that is distorted, in [0, 1]; None
             (the default) takes the preset's (0.5).
+        decay_every: The rate drops x0.1 (the preset's decay) every this many
+            epochs, an integer >= 1; None (the default) takes the preset's.
 
     Returns:
         The Keras `History` (of the epochs run in this call).
@@ -239,6 +242,8 @@ def train(model: keras.Model, images, labels=None, distortion: DistortionSpec = 
     learning_rate = check_rate("learning_rate", learning_rate, none_ok=preset_value)
     if fraction is not None:
         cfg["fraction"] = check_level("fraction", fraction, 0.0, 1.0)
+    cfg["decay_every"] = check_count("decay_every", decay_every,
+                                     none_ok=preset_value) or cfg["decay_every"]
     seed = check_seed(seed)
     distortions = as_distortions(distortion, levels)
     has_units = any(type(l).__name__ == "CorrectionUnit" for l in _all_layers(model))

@@ -95,6 +95,7 @@ DEEPCORRECT_BAD = [
     ("seed", -1, r"must be an integer in \[0, 2147483647\]"),
     ("seed", 2**31, r"must be an integer in \[0, 2147483647\]"),
     ("seed", 0.5, r"must be an integer in \[0, 2147483647\]"),
+    ("decay_every", 0, INTEGER.format(low=1)), ("decay_every", 1.5, INTEGER.format(low=1)),
 ]
 
 
@@ -106,6 +107,14 @@ def test_deepcorrect_train_refuses_bad_argument(wrapped, argument, value, messag
                           **train_kwargs(**{argument: value}))
     for a, b in zip(before, wrapped.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_decay_every_sets_the_step_schedule():
+    model = deepcorrect.wrap(tiny_cnn(), {"conv1": [0, 1, 2, 3]}, beta=0.5)
+    history = deepcorrect.train(model, IMAGES, LABELS, "awgn", [10.0], decay_every=1,
+                                **train_kwargs(epochs=2, learning_rate=0.01))
+    # cpu_quick decays every 2 epochs; decay_every=1 drops the rate x0.1 after the first.
+    np.testing.assert_allclose(history.history["learning_rate"], [0.01, 0.001], rtol=1e-6)
 
 
 def test_deepcorrect_train_none_means_the_preset_default():
