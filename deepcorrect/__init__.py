@@ -1,4 +1,21 @@
-"""deepcorrect package."""
+"""DeepCorrect and the repair ladder: make a pretrained Keras classifier robust to distortions.
+
+Rank a model's conv filters by how much a clean output would help (`rank`), splice
+correction units onto the most susceptible ones (`wrap`) and train only those (`train`);
+or repair it at test time (`adapt_batch_norm`, `tent`), fine-tune it (`finetune`), and put
+every repair side by side on your own model (`compare`, `recommend`). `export` writes a
+SavedModel for TF Serving.
+
+Example:
+
+```python
+import deepcorrect
+
+ranking = deepcorrect.rank(model, images, labels, "gaussian_blur", levels=[1, 2, 3])
+corrected = deepcorrect.wrap(model, ranking, beta=0.5)
+deepcorrect.train(corrected, images, labels, "gaussian_blur", [1, 2, 3])
+```
+"""
 
 # The command line starts quietly: this runs before anything loads TensorFlow.
 from robustkit.cli_common import quiet_command_line
@@ -25,3 +42,30 @@ from deepcorrect.training import TRAINING_PRESETS, LabelFreeTrainer, train
 
 # Every repair side by side on one model, and which one to use.
 from deepcorrect.compare import ComparisonTable, Recommendation, compare, recommend
+
+__all__ = [
+    "TRAINING_PRESETS",
+    "UNIT_PRESETS",
+    "ComparisonTable",
+    "CorrectionUnit",
+    "GatherChannels",
+    "LabelFreeTrainer",
+    "Ranking",
+    "Recommendation",
+    "ScatterChannels",
+    "adapt_batch_norm",
+    "batch_norm_layers",
+    "compare",
+    "correction_units",
+    "export",
+    "finetune",
+    "folded_batch_norms",
+    "rank",
+    "recommend",
+    "reinitialized",
+    "spearman",
+    "tent",
+    "train",
+    "trainable_parameters",
+    "wrap",
+]
