@@ -99,6 +99,7 @@ def resolve_levels(distortions, levels=None, preset: str = "deepcorrect_cifar"
     {'gaussian_blur': [1.0, 2.0]}
     """
     from distort import presets, registry
+    from distort.spec import as_distortions
 
     if isinstance(distortions, str):
         distortions = [distortions]
@@ -107,8 +108,7 @@ def resolve_levels(distortions, levels=None, preset: str = "deepcorrect_cifar"
                          f"{registry.names()}. Received: distortions={distortions!r}")
     if len(set(distortions)) != len(distortions):
         raise ValueError(f"distortions must be unique. Received: {list(distortions)}")
-    for d in distortions:
-        registry.check_name(d)
+    distortions = [d.name for d in as_distortions(list(distortions))]
     if levels is None:
         table = {d: list(presets.levels(preset, d)) for d in distortions}
     elif isinstance(levels, Mapping):
@@ -123,7 +123,6 @@ def resolve_levels(distortions, levels=None, preset: str = "deepcorrect_cifar"
     else:
         raise ValueError("levels must be a dict distortion -> levels when there are several "
                          f"distortions. Received: levels={levels!r}")
-    out = {}
     for d, values in table.items():
         values = list(np.atleast_1d(np.asarray(values, dtype=object)))
         low, high = registry.level_range(d)
@@ -132,8 +131,7 @@ def resolve_levels(distortions, levels=None, preset: str = "deepcorrect_cifar"
         if not values or bad:
             raise ValueError(f"levels of {d} must be a non-empty list of numbers in "
                              f"[{low:g}, {high:g}]. Received: {values}")
-        out[d] = [float(v) for v in values]
-    return out
+    return {d.name: list(d.levels) for d in as_distortions(table)}
 
 
 def _digest(*arrays) -> str:

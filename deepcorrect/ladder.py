@@ -268,6 +268,10 @@ class MixtureDistortion:
     `rank` averages a filter's gain over its levels; with the indices of these pairs as
     levels it averages over every level of every distortion.
 
+    Args:
+        distortions: what `distort.as_distortions` reads, e.g. `{name: levels}`; the pairs
+            follow the names in sorted order, each distortion applied with its options.
+
     Example:
 
     >>> fn = MixtureDistortion({"gaussian_blur": [1.0], "awgn": [10.0]})
@@ -275,25 +279,27 @@ class MixtureDistortion:
     [('awgn', 10.0), ('gaussian_blur', 1.0)]
     """
 
-    def __init__(self, distortions: Mapping[str, Sequence[float]]):
-        self.pairs = [(name, float(level)) for name in sorted(distortions)
-                      for level in distortions[name]]
+    def __init__(self, distortions):
+        from distort.spec import as_distortions
+
+        found = sorted(as_distortions(distortions), key=lambda d: d.name)
+        self._choices = [(d, level) for d in found for level in d.levels]
+        self.pairs = [(d.name, level) for d, level in self._choices]
         self.__name__ = "mixture"
 
     def __call__(self, images, index, seed):
-        import distort
-
-        name, level = self.pairs[int(round(float(index)))]
-        return distort.apply(images, name, level, seed=seed)
+        distortion, level = self._choices[int(round(float(index)))]
+        return distortion(images, level, seed=seed)
 
 
-def distorted_images(images, distortions: Mapping[str, Sequence[float]], seed: int,
+def distorted_images(images, distortions, seed: int,
                      fraction: float = 1.0) -> np.ndarray:
     """Images distorted once each: a distortion and one of its levels drawn per image.
 
     Args:
         images: `[N, H, W, C]` images on 0..255.
-        distortions: name -> levels to draw from.
+        distortions: what `distort.as_distortions` reads, e.g. `{name: levels}`: the
+            distortions (with their options) and the levels to draw from.
         seed: seed of the draws and of random distortions.
         fraction: share of the images distorted (a seeded draw of `round(fraction * N)`
             of them); the others are returned clean. Defaults to 1.0 (every image).
@@ -309,27 +315,27 @@ def distorted_images(images, distortions: Mapping[str, Sequence[float]], seed: i
     >>> int((distorted_images(x, {"awgn": [10.0]}, seed=0, fraction=0.5) != x).any(axis=(1, 2, 3)).sum())
     2
     """
-    import distort
+    from distort.spec import as_distortions
     from robustkit.checks import check_level
 
     fraction = check_level("fraction", fraction, 0.0, 1.0)
     images = np.asarray(images)
-    names = sorted(distortions)
+    found = sorted(as_distortions(distortions), key=lambda d: d.name)
     rng = np.random.default_rng(seed)
-    which = rng.integers(len(names), size=len(images))
+    which = rng.integers(len(found), size=len(images))
     pick = rng.random(len(images))
     keep = np.zeros(len(images), bool)  # images left clean
     if fraction < 1.0:
         keep[rng.permutation(len(images))[: len(images) - int(round(fraction * len(images)))]] = True
     out = images.copy()
-    for d, name in enumerate(names):
-        levels = [float(v) for v in distortions[name]]
+    for d, distortion in enumerate(found):
+        levels = distortion.levels
         index = np.minimum((pick * len(levels)).astype(int), len(levels) - 1)
         for j, level in enumerate(levels):
             chosen = np.flatnonzero((which == d) & (index == j) & ~keep)
             if chosen.size:
-                out[chosen] = np.asarray(distort.apply(images[chosen], name, level,
-                                                       seed=seed + 1 + d * 1000 + j))
+                out[chosen] = np.asarray(distortion(images[chosen], level,
+                                                    seed=seed + 1 + d * 1000 + j))
     return out
 
 

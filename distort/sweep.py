@@ -34,6 +34,7 @@ import tensorflow as tf
 from scipy import special
 
 from distort import presets, registry
+from distort.spec import as_distortions
 from robustkit.checks import check_class_labels
 from robustkit.io import atomic_path, atomic_write_text
 from robustkit.seeds import check_seed
@@ -199,7 +200,8 @@ def sweep(models: Mapping[str, object], images: np.ndarray, labels: np.ndarray,
         images: uint8 or float images `[N, H, W, C]` on 0..255.
         labels: Integer labels `[N]`, class indices of every model: in
             `[0, classes - 1]` for a model with `classes` outputs.
-        distortions: Name -> levels; or a list of names whose levels come from
+        distortions: Name -> levels (read by `distort.as_distortions`, each level checked
+            against its distortion's range); or a list of names whose levels come from
             `preset`; None for every distortion of `preset`.
         preset: The preset that supplies levels (see `distort.presets`).
         batch_size: Images per batch.
@@ -274,15 +276,12 @@ def sweep(models: Mapping[str, object], images: np.ndarray, labels: np.ndarray,
 
 
 def _distortion_table(distortions, preset: str) -> dict[str, tuple[float, ...]]:
+    """name -> levels to sweep: the preset's, or `distortions` read by `as_distortions`."""
     if distortions is None:
         return {k: tuple(v) for k, v in presets.get(preset).items()}
-    if isinstance(distortions, Mapping):
-        table = {k: tuple(float(x) for x in v) for k, v in distortions.items()}
-    else:
-        table = {d: presets.levels(preset, d) for d in distortions}
-    for d in table:
-        registry.check_name(d)
-    return table
+    if not isinstance(distortions, Mapping):  # names: the preset's levels
+        distortions = {d: presets.levels(preset, d) for d in distortions}
+    return {d.name: d.levels for d in as_distortions(distortions)}
 
 
 def _evaluate_level(models, images, labels, name, level, batch_size, seed, options):
