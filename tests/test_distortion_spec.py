@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ import distort
 import qrnet
 from deepcorrect.ranking.inputs import resolve_distortion
 from distort import Distortion, as_distortions, pipeline
+from tests.conftest import REPO
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
 LABELS = np.arange(12) % 3
@@ -207,9 +210,8 @@ PINNED = {
 }
 
 
-@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")),
-                    reason="hashes pinned from CPU kernels")
-def test_outputs_are_byte_identical_to_the_code_before_the_spec_type():
+def pinned_hashes() -> dict[str, str]:
+    """The hashes of `PINNED`, computed in this process."""
     table = {"gaussian_blur": [1, 2], "awgn": [10.0, 30.0], "camera_shake": [1.0], "combined": [2.0]}
     rank_fn = resolve_distortion("awgn")[1]
     blur = Distortion("gaussian_blur", options={"window": "4sigma-1"})
@@ -226,4 +228,16 @@ def test_outputs_are_byte_identical_to_the_code_before_the_spec_type():
                     rank_fn(IMAGES.astype("float32"), 20.0, 4)],
         "bound": [blur(IMAGES, 2.0), blur(IMAGES, 1.0, 5)],
     }
-    assert {key: _hash(arrays) for key, arrays in got.items()} == PINNED
+    return {key: _hash(arrays) for key, arrays in got.items()}
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")),
+                    reason="hashes pinned from CPU kernels")
+def test_outputs_are_byte_identical_to_the_code_before_the_spec_type():
+    # In a new process: tf.data's seeded shuffle and random datasets also read TensorFlow's
+    # global seed, which other tests of this process set.
+    code = ("import json; from tests.test_distortion_spec import pinned_hashes; "
+            "print(json.dumps(pinned_hashes()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == PINNED
