@@ -104,8 +104,8 @@ def test_a_cached_restorer_loads_in_a_fresh_process(quick_run):
     import sys
 
     (restorer,) = sorted((quick_run / "models").glob("qrnet-gaussian_blur.keras"))
-    code = ("import sys; from pathlib import Path; from deepcorrect import demo; "
-            "print(type(demo._load(Path(sys.argv[1]))).__name__)")
+    code = ("import sys; from deepcorrect.stages import read_model; "
+            "print(type(read_model(sys.argv[1])).__name__)")
     proc = subprocess.run([sys.executable, "-c", code, str(restorer)], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-800:]
