@@ -19,8 +19,8 @@ import keras
 import deepcorrect
 
 model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3))
-deepcorrect.export(model, "/tmp/mobilenet_v2_serving", preprocess="mobilenet_v2")
-# saved_model_cli show --all --dir /tmp/mobilenet_v2_serving
+deepcorrect.export(model, "out/mobilenet_v2_serving", preprocess="mobilenet_v2")
+# saved_model_cli show --all --dir out/mobilenet_v2_serving
 ```
 """
 

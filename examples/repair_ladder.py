@@ -12,7 +12,7 @@ Usage:
     .venv/bin/python examples/repair_ladder.py --model out/cifar10_baseline/models/baseline.keras \\
         --out out/repair_ladder/cifar10
     .venv/bin/python examples/repair_ladder.py --model ... --mixture --out out/repair_ladder/mixture
-    .venv/bin/python examples/repair_ladder.py --quick --model ... --out /tmp/ladder   # smoke run
+    .venv/bin/python examples/repair_ladder.py --quick --model ... --out out/ladder_quick   # smoke run
 
 Rerunning a command resumes: finished repairs and evaluations are kept in `--out`.
 """

@@ -12,8 +12,8 @@ Example:
 import qrnet
 
 restorer = qrnet.build_qrnet(base_width=4, depth=2)
-qrnet.export(restorer, "/tmp/qrnet_serving")
-# saved_model_cli show --all --dir /tmp/qrnet_serving/restorer
+qrnet.export(restorer, "out/qrnet_serving")
+# saved_model_cli show --all --dir out/qrnet_serving/restorer
 ```
 """
 
