@@ -721,6 +721,29 @@ def test_approx_shapes_and_metadata(images, residual):
                                    rtol=1e-4, atol=1e-7)
 
 
+def test_approx_batches_shrink_to_the_memory_budget_with_the_same_estimate(images, residual,
+                                                                          monkeypatch):
+    import deepcorrect.adaptation
+    from deepcorrect.flat_program import Program
+    from deepcorrect.ranking import approx
+
+    model, _, labels = residual
+    x = scale(images)
+    per_image = sum(int(np.prod(v.shape)) * 4 for v in Program(model).run(
+        {Program(model).input: x[:1].astype("float32")}, range(len(Program(model).steps))).values())
+    # A budget of 2.5 images' backward passes allows 2 images per batch.
+    budget = int(2.5 * approx.BACKWARD_FACTOR * per_image)
+    assert approx.memory_batch_size(Program(model), x[0], N_IMAGES, budget) == 2
+    assert approx.memory_batch_size(Program(model), x[0], N_IMAGES, 10**12) == N_IMAGES
+    assert approx.memory_batch_size(Program(model), x[0], N_IMAGES, 1) == 1
+    whole = run_rank(model, images, labels, method="approx", batch_size=N_IMAGES)
+    monkeypatch.setattr(deepcorrect.adaptation, "IN_MEMORY_BYTES", budget)
+    small = run_rank(model, images, labels, method="approx", batch_size=N_IMAGES)
+    for name in whole.layer_names:
+        np.testing.assert_allclose(small.priorities[name], whole.priorities[name],
+                                   rtol=1e-4, atol=1e-7)
+
+
 def test_approx_matches_finite_difference_for_small_swaps(plain):
     """With a tiny distortion the first-order term is the loss change."""
     model, L, _ = plain

@@ -16,6 +16,49 @@ from deepcorrect.flat_program import Program, Site
 from deepcorrect.ranking.inputs import RankingData, outputs_are_logits
 
 
+# Bytes a backward pass holds per byte of forward activations (the activations kept for
+# the gradient, the gradients, temporaries), for sizing batches.
+BACKWARD_FACTOR = 3
+
+
+def memory_batch_size(program: Program, image: np.ndarray, batch_size: int,
+                      budget: int | None = None) -> int:
+    """The largest batch, at most `batch_size`, whose forward/backward pass fits `budget`.
+
+    A forward pass of one image measures the bytes of every tensor of the model;
+    a batch needs about `BACKWARD_FACTOR` times that per image. A large network at
+    full resolution (MobileNetV2 at 224 px) holds about 100 MB per image, so a
+    batch of 256 would need tens of GiB.
+
+    Args:
+        program: the model's flat program.
+        image: one input image, `[H, W, C]` (as the model sees it).
+        batch_size: the batch size asked for.
+        budget: bytes a batch may take; None for
+            `deepcorrect.adaptation.IN_MEMORY_BYTES` (35% of the memory, 1 to 8 GiB).
+
+    Returns:
+        The batch size to use, in `[1, batch_size]`.
+
+    Example:
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
+    >>> from deepcorrect.flat_program import Program
+    >>> memory_batch_size(Program(model), np.zeros((8, 8, 3)), 64, budget=10_000)
+    2
+    """
+    if budget is None:
+        from deepcorrect.adaptation import IN_MEMORY_BYTES
+
+        budget = IN_MEMORY_BYTES
+    values = program.run({program.input: tf.constant(image[None], tf.float32)},
+                         range(len(program.steps)))
+    per_image = sum(int(np.prod(v.shape)) * 4 for v in values.values()
+                    if hasattr(v, "shape") and None not in tuple(v.shape))
+    return int(max(1, min(batch_size, budget // max(1, BACKWARD_FACTOR * per_image))))
+
+
 def first_order_priorities(
     program: Program,
     sites: list[Site],
@@ -33,7 +76,8 @@ def first_order_priorities(
         program: the model's flat program.
         sites: the sites of the ranked layers (their `key` is differentiated).
         data: the ranking images.
-        batch_size: images per forward/backward pass.
+        batch_size: images per forward/backward pass, at most; fewer when a
+            batch would not fit in memory (`memory_batch_size`).
         progbar: a progress bar counting images, or None.
 
     Returns:
@@ -74,6 +118,7 @@ def first_order_priorities(
             sums.append(-tf.reduce_sum(delta_loss, axis=axes))
         return sums
 
+    batch_size = memory_batch_size(program, data.clean[0], batch_size)
     totals = [np.zeros(site.channels) for site in sites]
     done = 0
     for li in range(len(data.levels)):
