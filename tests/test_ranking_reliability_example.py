@@ -19,6 +19,7 @@ def _example():
     return module
 
 
+@pytest.mark.slow  # eight exact rankings, 10 s: `make test-slow`
 def test_quick_run_writes_a_consistent_table(tmp_path):
     if not CIFAR10.is_file():
         pytest.skip("CIFAR-10 not found")
