@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import gzip
 import os
-import sys
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -395,8 +394,6 @@ def load_images(path: str | os.PathLike, split: str = "test", size: int = 224,
         folder = load_image_folder(source, size=size, short_side=short_side, limit=limit,
                                    resize=resize, every=every)
         images, labels = folder.images, folder.labels
-        if folder.skipped:
-            print(f"skipped {len(folder.skipped)} unreadable file(s)", file=sys.stderr)
     elif source.suffix == ".npz":
         images, labels = _npz_arrays(_existing(source), split)
         images, labels = images[::every], None if labels is None else labels[::every]

@@ -280,15 +280,35 @@ class Reliability:
                         f"{getattr(part, field)})."
                     )
             for mine, theirs in ((half, part.half_priorities), (interval, part.interval)):
-                both = ~np.isnan(mine) & ~np.isnan(theirs)
-                if not np.allclose(mine[both], theirs[both]):
-                    raise ValueError(
-                        f"Cannot merge the reliability of layer {layer_name!r}: "
-                        "conflicting values for filters computed by several parts."
-                    )
-                fill = np.isnan(mine)
-                mine[fill] = theirs[fill]
+                fill_computed(mine, theirs,
+                              f"Cannot merge the reliability of layer {layer_name!r}: "
+                              "conflicting values for filters computed by several parts.")
         return dataclasses.replace(first, half_priorities=half, interval=interval)
+
+
+def fill_computed(values: np.ndarray, other: np.ndarray, conflict: str) -> None:
+    """Fills `values`' NaNs (filters not computed) from `other`, in place.
+
+    How shards computed on disjoint filter ranges merge: where both computed a
+    filter, they must agree.
+
+    Args:
+        values: the merged values so far, NaN where no part computed them.
+        other: one more part's values, of the same shape.
+        conflict: the message of the `ValueError` raised when both computed a
+            filter and disagree.
+
+    Example:
+
+    >>> a = np.array([1.0, np.nan]); fill_computed(a, np.array([np.nan, 2.0]), "no")
+    >>> a.tolist()
+    [1.0, 2.0]
+    """
+    both = ~np.isnan(values) & ~np.isnan(other)
+    if not np.allclose(values[both], other[both]):
+        raise ValueError(conflict)
+    fill = np.isnan(values)
+    values[fill] = other[fill]
 
 
 def _two_rows(field: str, rows: Any) -> np.ndarray:

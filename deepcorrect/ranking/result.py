@@ -27,7 +27,7 @@ import numpy as np
 from deepcorrect import checks
 from deepcorrect.graph import conv_layers, corrected_count, filter_count
 from deepcorrect.ranking import schema
-from deepcorrect.ranking.reliability import Reliability
+from deepcorrect.ranking.reliability import Reliability, fill_computed
 from robustkit.io import atomic_write_text
 
 
@@ -422,15 +422,9 @@ class Ranking:
                         f"Cannot merge: layer {name!r} has "
                         f"{counts[name]} vs {part.filter_counts[name]} filters."
                     )
-                current = priorities[name]
-                both = ~np.isnan(current) & ~np.isnan(values)
-                if not np.allclose(current[both], values[both]):
-                    raise ValueError(
-                        f"Cannot merge: layer {name!r} has conflicting "
-                        "priorities for filters computed by several parts."
-                    )
-                fill = np.isnan(current)
-                current[fill] = values[fill]
+                fill_computed(priorities[name], values,
+                              f"Cannot merge: layer {name!r} has conflicting "
+                              "priorities for filters computed by several parts.")
         reliabilities = {}
         for name in priorities:
             found = [part.reliabilities.get(name) for part in parts
