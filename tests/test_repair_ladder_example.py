@@ -15,8 +15,17 @@ SCRIPT = REPO / "examples" / "repair_ladder.py"
 def test_help_lists_the_options():
     out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout
-    for flag in ("--model", "--data", "--mixture", "--quick", "--seed"):
+    for flag in ("--model", "--data", "--mixture", "--quick", "--seed", "--repair-images",
+                 "--test-images", "--epochs", "--methods"):
         assert flag in out
+
+
+@pytest.mark.parametrize("flag", ["--repair-images", "--test-images", "--epochs"])
+def test_budget_flags_below_one_fail_in_one_line(flag):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--model", "m.keras", flag, "0"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {flag} must be >= 1. Received: 0"
 
 
 def test_every_method_is_a_valid_ladder_method():
