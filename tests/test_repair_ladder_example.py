@@ -21,11 +21,14 @@ def test_help_lists_the_options():
 
 
 @pytest.mark.parametrize("flag", ["--repair-images", "--test-images", "--epochs"])
-def test_budget_flags_below_one_fail_in_one_line(flag):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--model", "m.keras", flag, "0"],
-                          capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == f"error: {flag} must be >= 1. Received: 0"
+def test_budget_flags_below_one_fail_in_one_line(flag, capsys):
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import repair_ladder
+    finally:
+        sys.path.pop(0)
+    assert repair_ladder.main(["--model", "m.keras", flag, "0"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {flag} must be >= 1. Received: 0"
 
 
 def test_every_method_is_a_valid_ladder_method():
