@@ -39,6 +39,7 @@ from deepcorrect.tent import tent
 
 # The training recipe (half-distorted batches, SGD, step schedule, resume).
 from deepcorrect.training import TRAINING_PRESETS, LabelFreeTrainer, train
+from deepcorrect.monitor import DistortedAccuracy, time_to_reach
 
 # Every repair side by side on one model, and which one to use.
 from deepcorrect.compare import ComparisonTable, Recommendation, compare, recommend
@@ -48,6 +49,7 @@ __all__ = [
     "UNIT_PRESETS",
     "ComparisonTable",
     "CorrectionUnit",
+    "DistortedAccuracy",
     "GatherChannels",
     "LabelFreeTrainer",
     "Ranking",
@@ -65,6 +67,7 @@ __all__ = [
     "reinitialized",
     "spearman",
     "tent",
+    "time_to_reach",
     "train",
     "trainable_parameters",
     "wrap",
