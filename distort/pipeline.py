@@ -223,7 +223,9 @@ def training_dataset(images, labels=None, distortion: DistortionSpec = "gaussian
             `initial_epoch .. epochs - 1` back to back, each epoch's order and
             distortions a function of `(seed, epoch)` alone (see
             `epoch_batches`). Needs array images. Default None: one pass,
-            reshuffled (from `seed`) each time it is iterated.
+            reshuffled (from `seed`) each time it is iterated; that order also
+            depends on TensorFlow's global seed (`tf.random.set_seed`), so
+            pass `epochs` for batches that depend on `seed` alone.
         initial_epoch: The first epoch held, with `epochs`.
         steps_per_epoch: Optional cap on batches per epoch, with `epochs`.
         **options: Passed to the distortion (e.g. `window="4sigma-1"`).

@@ -214,7 +214,9 @@ def paired_batches(
         apply_fn: see `resolve_distortions`.
         epochs: for resumable training: hold epochs `initial_epoch .. epochs - 1` back to
             back, epoch `e`'s order and distortions a function of `(seed, e)` alone (see
-            `distort.pipeline.epoch_batches`). Defaults to None (one pass per iteration).
+            `distort.pipeline.epoch_batches`). Defaults to None (one pass per iteration,
+            whose order and draws also depend on TensorFlow's global seed,
+            `tf.random.set_seed`; pass `epochs` for batches that depend on `seed` alone).
         initial_epoch: the first epoch held, with `epochs`. Defaults to 0.
         steps_per_epoch: optional cap on batches per epoch, with `epochs`.
 
