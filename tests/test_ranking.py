@@ -782,6 +782,27 @@ def test_approx_matches_finite_difference_for_small_swaps(plain):
                                atol=0.05 * np.max(np.abs(expected)))
 
 
+def test_approx_linearises_where_the_exact_method_swaps(plain):
+    """The estimate is the gradient at the swap point: after c2's batch norm, ReLU and pooling."""
+    model, L, _ = plain
+    x = np.random.default_rng(6).uniform(0, 255, (6, 12, 12, 3)).astype(np.float32)
+    labels = own_labels(model, x)
+    result = rank(model, x, labels, noise, [40.0], layers=["c2"], preprocess=scale,
+                  method="approx", progress=False)
+
+    def pooled(images):
+        return L["pool"](L["r2"](L["b2"](L["c2"](L["c1"](images)), training=False)))
+
+    clean, dist = pooled(scale(x)), pooled(scale(noise(x, 40.0, 0)))
+    with tf.GradientTape() as tape:
+        tape.watch(dist)
+        out = L["dense"](L["gap"](L["r3"](L["c3"](dist))))
+        loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(labels, out))
+    grad = tape.gradient(loss, dist)
+    expected = -np.sum(np.asarray((clean - dist) * grad), axis=(0, 1, 2)) / len(x)
+    np.testing.assert_allclose(result.priorities["c2"], expected, rtol=1e-4, atol=1e-6)
+
+
 def load_cifar(n_train, n_test):
     if not CIFAR.exists():
         pytest.skip(f"CIFAR-10 not found at {CIFAR} (shared data)")

@@ -4,6 +4,14 @@ One forward and backward pass per distorted image: the loss change of a swap
 is approximated by `sum((a_clean - a_distorted) * dLoss/da)` over the filter's
 positions, and the priority is its negation (score `"first_order_loss"`). All
 sites are differentiated in the same pass.
+
+The activations `a` are taken where the exact method swaps (`Site.swap_key`):
+after the chain of per-channel layers that follows the conv (batch norm, ReLU,
+pooling), where a swap of the conv's channel is the same swap. Linearised at
+the conv's own output instead, the estimate goes through the max-pooling and
+ReLU kinks and agrees far less with the exact ranking (Spearman 0.39-0.44
+instead of 0.81-0.97 on conv2 and conv3 of the CIFAR-10 network under blur,
+docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -74,7 +82,7 @@ def first_order_priorities(
 
     Args:
         program: the model's flat program.
-        sites: the sites of the ranked layers (their `key` is differentiated).
+        sites: the sites of the ranked layers (their `swap_key` is differentiated).
         data: the ranking images.
         batch_size: images per forward/backward pass, at most; fewer when a
             batch would not fit in memory (`memory_batch_size`).
@@ -83,7 +91,7 @@ def first_order_priorities(
     Returns:
         `{layer_name: priorities}`, one float per filter.
     """
-    keys = [site.key for site in sites]
+    keys = [site.swap_key for site in sites]
     clean_steps = program.ancestors(keys)
     all_steps = list(range(len(program.steps)))
     from_logits = outputs_are_logits(program, data.clean)
@@ -111,7 +119,7 @@ def first_order_priorities(
         grads = tape.gradient(loss, [watched[k] for k in keys])
         sums = []
         for site, c, g in zip(sites, clean, grads):
-            d = watched[site.key]
+            d = watched[site.swap_key]
             delta_loss = tf.cast((c - d), tf.float32) * tf.cast(g, tf.float32)
             channel = site.channel_axis % len(d.shape)
             axes = [a for a in range(len(d.shape)) if a != channel]
