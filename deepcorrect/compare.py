@@ -181,6 +181,37 @@ def prepare_folder(out: str | os.PathLike, config: Mapping[str, Any], overwrite:
     return folder
 
 
+def resolve_held_out(held_out: Mapping[str, Sequence[float]] | None,
+                     repaired: Mapping[str, Sequence[float]], mixture: bool
+                     ) -> dict[str, list[float]]:
+    """The held-out distortions of `compare`: distortion -> levels, checked.
+
+    Raises:
+        ValueError: for a held-out distortion that is also repaired for, an unknown name or
+            bad levels (as `resolve_levels`), or several separate repairs (with several
+            distortions and `mixture=False`: which model would a held-out row be?).
+
+    Example:
+
+    >>> resolve_held_out({"defocus_blur": [2]}, {"gaussian_blur": [1.0]}, mixture=False)
+    {'defocus_blur': [2.0]}
+    """
+    if held_out is None or (isinstance(held_out, Mapping) and not held_out):
+        return {}
+    if not isinstance(held_out, Mapping):
+        raise ValueError("held_out must be a dict distortion -> levels. "
+                         f"Received: held_out={held_out!r}")
+    both = sorted(set(held_out) & set(repaired))
+    if both:
+        raise ValueError(f"held_out must not name a distortion that is repaired for. "
+                         f"Received: {both} in both")
+    if len(repaired) > 1 and not mixture:
+        raise ValueError("held_out needs one repaired model per method: pass mixture=True "
+                         f"or a single distortion. Received: distortions={list(repaired)}, "
+                         "mixture=False")
+    return resolve_levels(list(held_out), dict(held_out))
+
+
 # --- Compare -------------------------------------------------------------------------------
 
 
@@ -206,6 +237,7 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
             budget: int | Mapping[str, Any] | None = None, *, mixture: bool = False,
             out_dir: str | os.PathLike | None = None, overwrite: bool = False, seed: int = 0,
             preset: str = "deepcorrect_cifar", timing_images: int = 64,
+            held_out: Mapping[str, Sequence[float]] | None = None,
             verbose: int = 0) -> ComparisonTable:
     """Repairs `model` with every method on the same images and budget; one table of results.
 
@@ -229,6 +261,11 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
         seed: seed of every random choice (distortions, training, ranking, evaluation).
         preset: level preset used when `levels` is None.
         timing_images: test images the ms per image is timed on.
+        held_out: distortion -> levels that every model is also tested on but no method
+            repairs for (how a repair carries over to distortions it never saw). Needs one
+            repaired model per method: `mixture=True` or a single distortion. Their rows
+            have `held_out=True` and stay out of the summary's average (and so out of
+            `recommend`); the summary reports their own average.
         verbose: 1 shows progress (and Keras progress bars).
 
     Returns:
@@ -238,7 +275,8 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
         TypeError: for a model that is not Functional or Sequential.
         ValueError: for an unknown method (listing the valid ones), distortion or budget key,
             bad levels, images that do not fit the model, labels out of range, a seed out of
-            range, or an `out_dir` holding a run with other settings.
+            range, held-out distortions that are also repaired for (or with several
+            separate repairs), or an `out_dir` holding a run with other settings.
     """
     from deepcorrect.checks import check_model
     from deepcorrect.costs import inference_ms, multiply_adds
@@ -251,6 +289,7 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
         raise TypeError(f"mixture must be True or False. Received: mixture={mixture!r}")
     timing_images = check_count("timing_images", timing_images)
     table = resolve_levels(distortions, levels, preset)
+    held = resolve_held_out(held_out, table, mixture)
     resolved = ladder.resolve_methods(methods)
     budget = ladder.resolve_budget(budget)
     x_rep, y_rep = _split_data(repair_data, model, "repair_data", need_labels=False)
@@ -260,11 +299,13 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
     config = {"model": model.name, "weights": _digest(*model.get_weights()),
               "repair": _digest(x_rep, y_rep), "test": _digest(*test), "levels": table,
               "budget": budget, "seed": seed, "mixture": mixture}
+    if held:
+        config["held_out"] = held
     if out_dir is None:
         with tempfile.TemporaryDirectory() as tmp:
             return compare(model, (x_rep, y_rep), test, list(table), table, methods, budget,
                            mixture=mixture, out_dir=tmp, seed=seed, timing_images=timing_images,
-                           verbose=verbose)
+                           held_out=held, verbose=verbose)
     out = prepare_folder(out_dir, config, overwrite)
     stages = Stages(out)
     groups = ({MIXTURE: table} if mixture and len(table) > 1 else
@@ -295,28 +336,32 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
     for m in resolved:  # the baseline (no steps): evaluated once, on every distortion
         if not m["steps"]:
             _, record = ladder.repair(model, m, None, out, stages, "")
-            results[(m["name"], "")] = measure(m, "", model, record, table)
+            results[(m["name"], "")] = measure(m, "", model, record, {**table, **held})
     for group, dists in groups.items():
         data = ladder.RepairData(x_rep, y_rep, dists, budget, seed, model, verbose)
         for m in resolved:
             if m["steps"]:
                 say(f"{m['name']} for {group}")
                 repaired, record = ladder.repair(model, m, data, out, stages, group)
-                results[(m["name"], group)] = measure(m, group, repaired, record, dists)
+                results[(m["name"], group)] = measure(m, group, repaired, record,
+                                                      {**dists, **held})
     base_name = next(m["name"] for m in resolved if not m["steps"])
     rows = []
+    tested = {**table, **held}
     for m in resolved:
-        for d in table:
-            group = "" if not m["steps"] else (MIXTURE if MIXTURE in groups else d)
+        for d in tested:
+            group = "" if not m["steps"] else (
+                MIXTURE if MIXTURE in groups else d if d in table else next(iter(groups)))
             record, accuracy, cost = results[(m["name"], group)]
             base_clean = results[(base_name, "")][1][d][0]
             rows.append(table_row(
-                m["name"], d, table[d], accuracy[d], base_clean, repair=group or None,
+                m["name"], d, tested[d], accuracy[d], base_clean, repair=group or None,
                 parameters=record["parameters"], labels=record["labels"],
                 seconds=record["seconds"], ms_per_image=cost["ms_per_image"],
                 multiply_adds=cost["multiply_adds"], model=record["path"],
-                steps=[s["kind"] for s in m["steps"]]))
-    meta = {"distortions": list(table), "levels": table, "budget": budget, "seed": seed,
+                steps=[s["kind"] for s in m["steps"]], held_out=d in held))
+    meta = {"distortions": list(table), "levels": tested, "held_out": list(held),
+            "budget": budget, "seed": seed,
             "mixture": MIXTURE in groups, "labelled": y_rep is not None,
             "repair_images": int(len(x_rep)), "test_images": int(len(test[0])),
             "baseline": base_name, "methods": resolved}
@@ -365,6 +410,10 @@ def add_arguments(p) -> None:
     p.add_argument("--timing-images", type=int, default=64, help="test images timed per model")
     p.add_argument("--mixture", action="store_true",
                    help="one repair on a mixture of the distortions, tested on each")
+    p.add_argument("--held-out", action="append", nargs="+", default=None,
+                   metavar=("NAME", "LEVEL"),
+                   help="a distortion and its levels to test every model on without repairing "
+                        "for it, e.g. --held-out defocus_blur 1 2 3; repeat for several")
     p.add_argument("--label-free", action="store_true",
                    help="ignore the repair labels: trained methods learn from the model itself")
     p.add_argument("--max-clean-drop", type=float, default=None,
@@ -378,6 +427,22 @@ def add_arguments(p) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="discard an earlier run with other settings in --out")
     p.add_argument("--verbose", action="store_true", help="show progress")
+
+
+def _held_out_argument(values) -> dict[str, list[float]] | None:
+    """`--held-out NAME LEVEL ...` (repeated) as a dict name -> levels."""
+    if not values:
+        return None
+    table = {}
+    for name, *levels in values:
+        try:
+            table[name] = [float(v) for v in levels]
+        except ValueError:
+            raise ValueError(f"--held-out takes a distortion name and numeric levels. "
+                             f"Received: {' '.join([name, *levels])}") from None
+        if not levels:
+            raise ValueError(f"--held-out {name} needs at least one level")
+    return table
 
 
 def _load(path: str, split: str, size: int):
@@ -403,6 +468,10 @@ def main_args(args) -> None:
                          f"Received it {len(args.levels)} times")
     resolve_levels(args.distortion, None if args.levels is None else
                    dict(zip(args.distortion, args.levels)), args.preset)
+    held_out = _held_out_argument(args.held_out)
+    resolve_held_out(held_out, resolve_levels(args.distortion, None if args.levels is None else
+                                              dict(zip(args.distortion, args.levels)),
+                                              args.preset), args.mixture)
     ladder.resolve_methods(args.methods)
     label, (model, preprocess), size = load_model_spec(args.model, args.weights)
     model = taking_pixels(model, label, preprocess)
@@ -427,7 +496,8 @@ def main_args(args) -> None:
                     None if args.levels is None else dict(zip(args.distortion, args.levels)),
                     args.methods, budget, mixture=args.mixture, out_dir=args.out,
                     overwrite=args.overwrite, seed=args.seed, preset=args.preset,
-                    timing_images=args.timing_images, verbose=int(args.verbose))
+                    timing_images=args.timing_images, held_out=held_out,
+                    verbose=int(args.verbose))
     choice = recommend(table, args.max_clean_drop, args.max_params, args.max_latency)
     atomic_write_text(Path(args.out) / "recommendation.json", json.dumps(
         {**choice._asdict(), "max_clean_drop": args.max_clean_drop,

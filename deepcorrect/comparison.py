@@ -56,7 +56,7 @@ class ComparisonTable:
     (over clean and the levels), `clean`, `clean_change` (against the baseline),
     `parameters` (trained or adapted by the repair), `labels` ("yes", "teacher": learnt
     from the original model, "no"), `seconds` (of repair), `ms_per_image`,
-    `multiply_adds`, `steps`.
+    `multiply_adds`, `steps`, `held_out` (a distortion tested but not repaired for).
     """
 
     rows: list[dict]
@@ -72,12 +72,14 @@ class ComparisonTable:
         return next(r for r in self.rows if r["method"] == method and r["distortion"] == distortion)
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        """Per method, over every test distortion: mean top-1 (of the rows' means), clean
+        """Per method, over every repaired distortion: mean top-1 (of the rows' means), clean
         top-1, its change, the largest parameters and ms per image, the seconds of all its
-        repairs, and the labels it needed."""
+        repairs, and the labels it needed; `held_out_mean` averages the held-out rows (None
+        without any)."""
         out = {}
         for m in self.methods():
-            rows = [r for r in self.rows if r["method"] == m]
+            held = [r["mean"] for r in self.rows if r["method"] == m and r.get("held_out")]
+            rows = [r for r in self.rows if r["method"] == m and not r.get("held_out")]
             repairs = {r["repair"]: r["seconds"] or 0.0 for r in rows}
             labels = "no"
             for r in rows:
@@ -88,7 +90,8 @@ class ComparisonTable:
                       "parameters": max(r["parameters"] for r in rows),
                       "ms_per_image": _largest(r["ms_per_image"] for r in rows),
                       "multiply_adds": _largest(r["multiply_adds"] for r in rows),
-                      "seconds": float(sum(repairs.values())), "labels": labels}
+                      "seconds": float(sum(repairs.values())), "labels": labels,
+                      "held_out_mean": float(np.mean(held)) if held else None}
         return out
 
     def to_markdown(self) -> str:
@@ -101,11 +104,13 @@ class ComparisonTable:
                  f"{meta['repair_images']} images ({'labelled' if meta['labelled'] else 'no labels: distilled from the model'}), "
                  f"{budget['epochs']} epochs, batch {budget['batch_size']}, seed {meta['seed']}. "
                  "avg: over clean and the levels; params: trained or adapted.", ""]
+        held = set(meta.get("held_out", []))
         for d in self.distortions():
             levels = meta["levels"][d]
             head = ["method", "clean"] + [f"{lv:g}" for lv in levels] + [
                 "avg", "clean change", "params", "labels", "repair s", "ms/image", "multiply-adds"]
-            lines += [f"**{d}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            title = f"**{d}** (held out: no repair saw it)" if d in held else f"**{d}**"
+            lines += [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for r in self.rows:
                 if r["distortion"] == d:
                     lines.append("| " + " | ".join(
@@ -115,14 +120,15 @@ class ComparisonTable:
                            _cell(r["multiply_adds"], ",")]) + " |")
             lines.append("")
         head = ["method", "avg over distortions", "clean", "clean change", "params", "labels",
-                "repair s", "ms/image"]
-        lines += ["**all distortions**", "", "| " + " | ".join(head) + " |",
-                  "|" + "---|" * len(head)]
+                "repair s", "ms/image"] + (["avg over held out"] if held else [])
+        lines += ["**all distortions**" + (" (repaired for)" if held else ""), "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m, s in self.summary().items():
             lines.append("| " + " | ".join([
                 m, f"{s['mean']:.3f}", f"{s['clean']:.3f}", f"{s['clean_change']:+.3f}",
                 f"{s['parameters']:,}", s["labels"], f"{s['seconds']:.0f}",
-                _cell(s["ms_per_image"], ".3f")]) + " |")
+                _cell(s["ms_per_image"], ".3f")]
+                + ([_cell(s["held_out_mean"], ".3f")] if held else [])) + " |")
         return "\n".join(lines) + "\n"
 
     def to_csv(self, path: str | os.PathLike) -> None:
@@ -157,7 +163,7 @@ def table_row(method: str, distortion: str, levels: Sequence[float], accuracy: S
               base_clean: float, *, repair: str | None = None, parameters: int = 0,
               labels: str = "no", seconds: float = 0.0, ms_per_image: float | None = None,
               multiply_adds: int | None = None, model: str | None = None,
-              steps: Sequence[str] = ()) -> dict[str, Any]:
+              steps: Sequence[str] = (), held_out: bool = False) -> dict[str, Any]:
     """One row of a `ComparisonTable` (see its row keys); `mean` and the clean change derived.
 
     Example:
@@ -174,7 +180,7 @@ def table_row(method: str, distortion: str, levels: Sequence[float], accuracy: S
             "labels": labels, "seconds": None if seconds is None else float(seconds),
             "ms_per_image": None if ms_per_image is None else float(ms_per_image),
             "multiply_adds": None if multiply_adds is None else int(multiply_adds),
-            "steps": list(steps)}
+            "steps": list(steps), "held_out": bool(held_out)}
 
 
 def plot_accuracy(levels: Mapping[str, Sequence[float]],

@@ -252,6 +252,46 @@ def test_label_free_mixture_is_one_repair_tested_on_each_distortion(data, tmp_pa
     assert "one repair on a mixture of gaussian_blur, awgn" in table.to_markdown()
 
 
+def test_held_out_distortions_are_tested_but_stay_out_of_the_summary(data, tmp_path):
+    model, repair, (xt, yt) = data
+    table = compare(model, repair, (xt, yt), "gaussian_blur", LEVELS, ["finetune"], BUDGET,
+                    out_dir=tmp_path, timing_images=16, held_out={"defocus_blur": [2]})
+    assert table.distortions() == ["gaussian_blur", "defocus_blur"]
+    assert table.meta["held_out"] == ["defocus_blur"]
+    for method in ("baseline", "finetune"):
+        held, seen = table.row(method, "defocus_blur"), table.row(method, "gaussian_blur")
+        assert held["held_out"] and not seen["held_out"]
+        assert held["model"] == seen["model"]  # the same repaired model, tested on both
+        net = model if held["model"] is None else load(tmp_path / held["model"])
+        blurred = np.asarray(distort.apply(xt, "defocus_blur", 2.0))
+        expected = [np.mean(net.predict(x, verbose=0).argmax(-1) == yt) for x in (xt, blurred)]
+        np.testing.assert_allclose(held["accuracy"], expected, atol=1e-9)
+        summary = table.summary()[method]
+        assert summary["mean"] == pytest.approx(seen["mean"])  # the held-out row stays out
+        assert summary["held_out_mean"] == pytest.approx(held["mean"])
+    text = table.to_markdown()
+    assert "**defocus_blur** (held out: no repair saw it)" in text
+    assert "avg over held out" in text
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"held_out": {"gaussian_blur": [2.0]}}, "must not name a distortion that is repaired"),
+    ({"held_out": ["defocus_blur"]}, "held_out must be a dict"),
+    ({"held_out": {"defocus_blur": [2.0]}, "distortions": ["gaussian_blur", "awgn"],
+      "levels": {"gaussian_blur": [1.0], "awgn": [10.0]}}, "mixture=True or a single"),
+    ({"held_out": {"defocus_blur": [-1.0]}}, "levels of defocus_blur must be"),
+])
+def test_bad_held_out_is_refused_before_any_work(data, tmp_path, kwargs, fragment):
+    model, repair, test = data
+    kwargs = dict(kwargs)
+    distortions = kwargs.pop("distortions", "gaussian_blur")
+    levels = kwargs.pop("levels", LEVELS)
+    with pytest.raises(ValueError, match=fragment):
+        compare(model, repair, test, distortions, levels, ["finetune"], BUDGET,
+                out_dir=tmp_path, **kwargs)
+    assert not (tmp_path / "models").exists()
+
+
 def test_without_out_dir_nothing_is_left_behind(data, tmp_path, monkeypatch):
     model, repair, test = data
     monkeypatch.setenv("TMPDIR", str(tmp_path))
@@ -386,6 +426,16 @@ def test_cli_in_a_new_process_gives_the_same_table(files, tmp_path):
     assert [r["parameters"] for r in again.rows] == [r["parameters"] for r in table.rows]
 
 
+def test_cli_held_out_adds_its_rows(files, tmp_path, capsys):
+    out = tmp_path / "held"
+    assert cli.main(_argv(files, out, "--held-out", "defocus_blur", "1", "2")) == 0
+    table = ComparisonTable.from_json(out / "comparison.json")
+    assert table.meta["held_out"] == ["defocus_blur"]
+    assert table.meta["levels"]["defocus_blur"] == [1.0, 2.0]
+    assert table.row("finetune", "defocus_blur")["held_out"]
+    assert "(held out: no repair saw it)" in capsys.readouterr().out
+
+
 def test_cli_splits_an_image_folder_by_seed(data, files, tmp_path, capsys):
     from PIL import Image
 
@@ -411,6 +461,9 @@ def test_cli_splits_an_image_folder_by_seed(data, files, tmp_path, capsys):
     (["--max-params", "-1"], "--max-params must be an integer >= 0"),
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--distortion", "fog"], "name must be one of"),
+    (["--held-out", "defocus_blur", "x"], "--held-out takes a distortion name and numeric"),
+    (["--held-out", "defocus_blur"], "--held-out defocus_blur needs at least one level"),
+    (["--held-out", "gaussian_blur", "1"], "must not name a distortion that is repaired for"),
 ])
 def test_cli_errors_are_one_line(files, tmp_path, capsys, extra, fragment):
     assert cli.main(_argv(files, tmp_path / "bad", *extra)) == 2
