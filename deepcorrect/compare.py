@@ -265,7 +265,8 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
             repairs for (how a repair carries over to distortions it never saw). Needs one
             repaired model per method: `mixture=True` or a single distortion. Their rows
             have `held_out=True` and stay out of the summary's average (and so out of
-            `recommend`); the summary reports their own average.
+            `recommend`); the summary reports their own average. They do not change any
+            repair, so a finished `out_dir` takes new ones and only tests.
         verbose: 1 shows progress (and Keras progress bars).
 
     Returns:
@@ -299,8 +300,6 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
     config = {"model": model.name, "weights": _digest(*model.get_weights()),
               "repair": _digest(x_rep, y_rep), "test": _digest(*test), "levels": table,
               "budget": budget, "seed": seed, "mixture": mixture}
-    if held:
-        config["held_out"] = held
     if out_dir is None:
         with tempfile.TemporaryDirectory() as tmp:
             return compare(model, (x_rep, y_rep), test, list(table), table, methods, budget,

@@ -272,6 +272,15 @@ def test_held_out_distortions_are_tested_but_stay_out_of_the_summary(data, tmp_p
     text = table.to_markdown()
     assert "**defocus_blur** (held out: no repair saw it)" in text
     assert "avg over held out" in text
+    # A finished run takes another held-out distortion and only tests: nothing is repaired.
+    calls = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ladder, "STEPS", _counted(calls))
+        more = compare(model, repair, (xt, yt), "gaussian_blur", LEVELS, ["finetune"], BUDGET,
+                       out_dir=tmp_path, timing_images=16,
+                       held_out={"defocus_blur": [2], "contrast": [0.5]})
+    assert calls == {} and more.distortions()[-1] == "contrast"
+    assert more.row("finetune", "defocus_blur") == table.row("finetune", "defocus_blur")
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
