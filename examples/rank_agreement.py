@@ -6,7 +6,8 @@ pixels, or a `keras.applications` name with its weights) and `--images` images d
 `--layers` conv layers with the exact method (`score="log_prob"`) and with the first-order
 approximation (`method="approx"`) on the same images and levels, and reports per layer the
 Spearman correlation of the two, the overlap of their top-beta filters (the filters
-`deepcorrect.wrap` would correct) and the seconds each took. Written to `--out` as
+`deepcorrect.wrap` would correct), the exact ranking's split-half reliability (Spearman-Brown:
+how far any estimate can agree with it) and the seconds each took. Written to `--out` as
 `agreement.md` and `agreement.json`.
 
 Usage (from the repository root):
@@ -71,8 +72,7 @@ def run(args) -> None:
     layers = [layer.name for layer in conv_layers(model)][: args.layers]
     common = dict(layers=layers, seed=args.seed, progress=False)
     start = time.perf_counter()
-    exact = deepcorrect.rank(model, x, y, args.distortion, args.levels, reliability=False,
-                             **common)
+    exact = deepcorrect.rank(model, x, y, args.distortion, args.levels, **common)
     exact_s = time.perf_counter() - start
     start = time.perf_counter()
     approx = deepcorrect.rank(model, x, y, args.distortion, args.levels, method="approx",
@@ -83,6 +83,7 @@ def run(args) -> None:
         top_e, top_a = exact.top(name, args.beta), approx.top(name, args.beta)
         rows.append({"layer": name, "filters": int(len(exact.priorities[name])),
                      "spearman": float(deepcorrect.spearman(exact, approx, name)),
+                     "exact_reliability": float(exact.reliability(name).spearman_brown),
                      "top_overlap": len(set(top_e.tolist()) & set(top_a.tolist())) / len(top_e)})
     result = {"model": label, "images": int(len(x)), "distortion": args.distortion,
               "levels": list(args.levels), "beta": args.beta, "exact_seconds": exact_s,
@@ -90,9 +91,10 @@ def run(args) -> None:
     lines = [f"{label}, {len(x)} images, {args.distortion} at {list(args.levels)}: exact "
              f"(log_prob) {exact_s:.1f} s, approx {approx_s:.1f} s "
              f"({exact_s / max(approx_s, 1e-9):.1f}x).", "",
-             f"| layer | filters | Spearman | top-{args.beta:g} overlap |", "|---|---|---|---|"]
-    lines += [f"| {r['layer']} | {r['filters']} | {r['spearman']:.2f} | {r['top_overlap']:.2f} |"
-              for r in rows]
+             f"| layer | filters | Spearman | top-{args.beta:g} overlap | exact split-half "
+             "reliability |", "|---|---|---|---|---|"]
+    lines += [f"| {r['layer']} | {r['filters']} | {r['spearman']:.2f} | {r['top_overlap']:.2f} "
+              f"| {r['exact_reliability']:.2f} |" for r in rows]
     out = make_dirs(args.out)
     atomic_write_text(out / "agreement.json", json.dumps(result, indent=1))
     atomic_write_text(out / "agreement.md", "\n".join(lines) + "\n")

@@ -53,4 +53,6 @@ def test_reports_what_the_two_rankings_say(tmp_path, cifar10_small):
         assert row["spearman"] == pytest.approx(deepcorrect.spearman(exact, approx, name))
         top_e, top_a = set(exact.top(name, 0.5).tolist()), set(approx.top(name, 0.5).tolist())
         assert row["top_overlap"] == pytest.approx(len(top_e & top_a) / len(top_e))
+        assert row["exact_reliability"] == pytest.approx(
+            exact.reliability(name).spearman_brown)
     assert "| conv2 | 16 |" in (tmp_path / "out" / "agreement.md").read_text()
