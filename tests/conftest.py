@@ -16,6 +16,18 @@ IMAGENET_SAMPLES = SHARED / "data" / "imagenet-samples"
 CIFAR10 = SHARED / "data" / "cifar10" / "cifar10.npz"
 
 
+def import_example(name: str):
+    """The module of `examples/<name>.py`, imported as the scripts run (their folder on the path)."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
 def center_crop(path: Path, size: int) -> np.ndarray:
     """A photo's center square, resized (bilinear) to `size` x `size`: uint8 `[size, size, 3]`."""
     from PIL import Image

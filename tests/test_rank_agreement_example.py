@@ -1,22 +1,18 @@
 """examples/rank_agreement.py: exact against approximate ranking, through its command line."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.conftest import import_example
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def example():
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import rank_agreement
-    finally:
-        sys.path.pop(0)
-    return rank_agreement
+    return import_example("rank_agreement")
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import import_example
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "repair_ladder.py"
 
@@ -22,21 +24,13 @@ def test_help_lists_the_options():
 
 @pytest.mark.parametrize("flag", ["--repair-images", "--test-images", "--epochs"])
 def test_budget_flags_below_one_fail_in_one_line(flag, capsys):
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import repair_ladder
-    finally:
-        sys.path.pop(0)
+    repair_ladder = import_example("repair_ladder")
     assert repair_ladder.main(["--model", "m.keras", flag, "0"]) == 2
     assert capsys.readouterr().err.strip() == f"error: {flag} must be >= 1. Received: 0"
 
 
 def test_every_method_is_a_valid_ladder_method():
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import repair_ladder
-    finally:
-        sys.path.pop(0)
+    repair_ladder = import_example("repair_ladder")
     from deepcorrect import ladder
 
     resolved = ladder.resolve_methods(list(repair_ladder.METHODS))

@@ -1,23 +1,19 @@
 """examples/time_to_accuracy.py: the learning-rate sweep and the time axis, through its command line."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import import_example
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "cifar10" / "cifar10.npz"
 
 
 def example():
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import time_to_accuracy
-    finally:
-        sys.path.pop(0)
-    return time_to_accuracy
+    return import_example("time_to_accuracy")
 
 
 @pytest.mark.parametrize("flag", ["--train-images", "--epochs", "--every"])
