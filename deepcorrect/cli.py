@@ -289,7 +289,7 @@ def _run_train(args) -> None:
     deepcorrect.train(model, x, None if teacher else y, args.distortion, _levels(args),
                       preset=args.recipe, epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, teacher=teacher, preprocess=preprocess,
-                      checkpoint_dir=args.checkpoint_dir, seed=args.seed)
+                      checkpoint_dir=args.checkpoint_dir, seed=args.seed, augment=args.augment)
     _save(model, args.out)
     print(f"wrote {args.out}")
 
@@ -469,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights file of a keras.applications --teacher (default: --weights when "
                         "--teacher names the same application as --model, else imagenet)")
     p.add_argument("--checkpoint-dir", default=None, help="per-epoch backups; rerun to resume")
+    p.add_argument("--augment", action="store_true",
+                   help="flip and shift the training images at random (small training sets)")
     p.add_argument("--seed", type=seed_argument, default=0)
     p.add_argument("--out", required=True, help="output .keras file")
     p.add_argument("--overwrite", action="store_true")

@@ -161,7 +161,7 @@ def train(model: keras.Model, images, labels=None, distortion: DistortionSpec = 
           callbacks: Sequence[keras.callbacks.Callback] = (),
           strategy: tf.distribute.Strategy | None = None, seed: int = 0, steps_per_epoch=None,
           verbose: int | str = "auto", fraction: float | None = None,
-          decay_every: int | None = None) -> keras.callbacks.History:
+          decay_every: int | None = None, augment: bool = False) -> keras.callbacks.History:
     """Trains the trainable weights of `model` on half-distorted batches.
 
     Args:
@@ -203,6 +203,9 @@ def train(model: keras.Model, images, labels=None, distortion: DistortionSpec = 
             (the default) takes the preset's (0.5).
         decay_every: The rate drops x0.1 (the preset's decay) every this many
             epochs, an integer >= 1; None (the default) takes the preset's.
+        augment: Flip and shift every training image at random (an eighth of
+            its side at most, `distort.pipeline.augment_batch`) before it is
+            distorted: for small training sets, such as a thousand photos.
 
     Returns:
         The Keras `History` (of the epochs run in this call).
@@ -245,6 +248,8 @@ def train(model: keras.Model, images, labels=None, distortion: DistortionSpec = 
     cfg["decay_every"] = check_count("decay_every", decay_every,
                                      none_ok=preset_value) or cfg["decay_every"]
     seed = check_seed(seed)
+    if not isinstance(augment, bool):
+        raise TypeError(f"augment must be True or False. Received: augment={augment!r}")
     distortions = as_distortions(distortion, levels)
     has_units = any(type(l).__name__ == "CorrectionUnit" for l in _all_layers(model))
     lr = learning_rate or (cfg["learning_rate"] if has_units else cfg["finetune_learning_rate"])
@@ -275,11 +280,14 @@ def train(model: keras.Model, images, labels=None, distortion: DistortionSpec = 
     if checkpoint_dir is not None:
         run = {"seed": int(seed), "batch_size": batch_size, "images": len(images),
                "distortion": _describe(distortions), "label_free": teacher is not None}
+        if augment:  # absent when off, so that earlier checkpoints still resume
+            run["augment"] = True
         initial_epoch = _resume(checkpoint_dir, fit_model, run)
         cbs.append(_EpochCheckpoint(Path(checkpoint_dir), model, run))
     cbs.extend(callbacks)
     train_ds = _dataset(images, labels, distortions, cfg["fraction"], batch_size, seed,
-                        teacher is not None, preprocess, shuffle=True, epochs=epochs,
+                        teacher is not None, preprocess, shuffle=True, augment=augment,
+                        epochs=epochs,
                         initial_epoch=min(initial_epoch, epochs), steps_per_epoch=steps_per_epoch)
     steps = pipeline.epoch_steps(len(images), batch_size, steps_per_epoch)
     return fit_model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch,
@@ -303,11 +311,12 @@ def _resume(checkpoint_dir, fit_model: keras.Model, run: dict) -> int:
     record = training_state.read_state(checkpoint_dir)
     if record is None:
         return 0
-    for key, value in run.items():
-        if record.get("run", {}).get(key) != value:
+    saved = record.get("run", {})
+    for key in dict.fromkeys([*run, *saved]):
+        if saved.get(key) != run.get(key):
             raise ValueError(
                 f"checkpoint_dir={os.fspath(checkpoint_dir)!r} holds another run: {key} is "
-                f"{record.get('run', {}).get(key)!r} there, {value!r} now. Delete it or pass "
+                f"{saved.get(key)!r} there, {run.get(key)!r} now. Delete it or pass "
                 "another folder")
     training_state.restore_state(checkpoint_dir, fit_model)
     return int(record["epoch"]) + 1
@@ -329,15 +338,15 @@ class _EpochCheckpoint(keras.callbacks.Callback):
 
 
 def _dataset(images, labels, distortions, fraction, batch_size, seed, label_free,
-             preprocess, shuffle, **epochs):
+             preprocess, shuffle, augment=False, **epochs):
     if label_free:
         ds = pipeline.restoration_dataset(images, None, distortions, fraction=fraction,
                                           batch_size=batch_size, seed=seed, shuffle=shuffle,
-                                          **epochs)
+                                          augment=augment, **epochs)
         return ds
     ds = pipeline.training_dataset(images, np.asarray(labels), distortions,
                                    fraction=fraction, batch_size=batch_size, seed=seed,
-                                   shuffle=shuffle, **epochs)
+                                   shuffle=shuffle, augment=augment, **epochs)
     prep = preprocess or (lambda x: x)
     return ds.map(lambda x, y: (prep(tf.cast(x, tf.float32)), y))
 

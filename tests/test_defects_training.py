@@ -232,6 +232,17 @@ def test_qrnet_cli_refuses_bad_training_flag(files, tmp_path, capsys, flags, mes
     assert not (out / "restorer.keras").exists()
 
 
+def test_deepcorrect_cli_augment_trains_as_the_api_does(files, tmp_path):
+    out = tmp_path / "aug.keras"
+    assert deepcorrect_train(files, out, "--augment") == 0
+    expected = keras.models.load_model(files / "wrapped.keras", safe_mode=True)
+    deepcorrect.train(expected, IMAGES, LABELS, "awgn", [10.0], preset="cpu_quick", epochs=1,
+                      batch_size=16, augment=True, verbose=0)
+    got = keras.models.load_model(out, safe_mode=True)
+    for a, b in zip(got.trainable_weights, expected.trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------
 # Divergence.
 

@@ -47,6 +47,47 @@ def test_training_dataset_is_deterministic_under_its_seed(batch):
     assert not np.array_equal(a[0], c[0])
 
 
+def _augmentations(image, shift):
+    """Every flip and shift `augment_batch` may make of one image, computed with NumPy."""
+    out = []
+    for flipped in (image, image[:, ::-1]):
+        padded = np.pad(flipped, [(shift, shift), (shift, shift), (0, 0)], mode="reflect")
+        h, w = image.shape[:2]
+        out += [padded[dy:dy + h, dx:dx + w] for dy in range(2 * shift + 1)
+                for dx in range(2 * shift + 1)]
+    return out
+
+
+def test_augment_batch_flips_and_shifts_each_image_within_an_eighth(batch):
+    x, _ = batch  # 32x32: shifts of up to 4 pixels
+    out = pipeline.augment_batch(tf.constant(x), tf.constant([3, 9])).numpy()
+    assert out.dtype == x.dtype and out.shape == x.shape
+    chosen = []
+    for image, result in zip(x, out):
+        matches = [i for i, c in enumerate(_augmentations(image, 4)) if np.array_equal(c, result)]
+        assert matches, "not a flip and shift of its own image"
+        chosen.append(matches[0])
+    assert len(set(chosen)) > 5  # drawn per image, not once per batch
+    again = pipeline.augment_batch(tf.constant(x), tf.constant([3, 9])).numpy()
+    other = pipeline.augment_batch(tf.constant(x), tf.constant([3, 10])).numpy()
+    np.testing.assert_array_equal(out, again)
+    assert not np.array_equal(out, other)
+
+
+def test_training_dataset_augments_before_it_distorts(batch):
+    x, y = batch
+    plain = _collect(pipeline.training_dataset(x, y, "awgn", [20], batch_size=8, seed=2,
+                                               shuffle=False))
+    augmented = _collect(pipeline.training_dataset(x, y, "awgn", [20], batch_size=8, seed=2,
+                                                   shuffle=False, augment=True))
+    np.testing.assert_array_equal(augmented[1], plain[1])
+    for b in range(3):  # the clean half of every batch: augmented copies of its images
+        for j in range(4):
+            i = 8 * b + j
+            assert any(np.array_equal(augmented[0][i], c) for c in _augmentations(x[i], 4))
+    assert not np.array_equal(augmented[0], plain[0])
+
+
 def test_several_distortions_one_per_batch(batch):
     x, y = batch
     table = {"awgn": [40.0], "gaussian_blur": [2.0]}

@@ -169,3 +169,22 @@ def test_same_seed_gives_the_same_weights_though_dropout_was_seeded_elsewhere():
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[0], other[0])
+
+
+def test_augment_trains_on_flipped_and_shifted_images_reproducibly(tmp_path, cifar10_small):
+    x, y = cifar10_small[0][:64], cifar10_small[1][:64]
+
+    def run(augment, checkpoint_dir=None):
+        model = deepcorrect.wrap(small_cnn(), {"conv1": list(range(8))}, beta=0.5)
+        train(model, x, y, "awgn", [20], preset="cpu_quick", epochs=1, batch_size=32,
+              verbose=0, augment=augment, checkpoint_dir=checkpoint_dir)
+        return [w.numpy() for w in model.trainable_weights]
+
+    first, again, plain = run(True, tmp_path / "aug"), run(True), run(False)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, plain))
+    with pytest.raises(ValueError, match="augment"):  # a checkpoint of another run
+        run(False, tmp_path / "aug")
+    with pytest.raises(TypeError, match="augment must be True or False"):
+        run("yes")
