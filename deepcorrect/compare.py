@@ -291,6 +291,7 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
     timing_images = check_count("timing_images", timing_images)
     table = resolve_levels(distortions, levels, preset)
     held = resolve_held_out(held_out, table, mixture)
+    tested = {**table, **held}  # what every model is tested on
     resolved = ladder.resolve_methods(methods)
     budget = ladder.resolve_budget(budget)
     x_rep, y_rep = _split_data(repair_data, model, "repair_data", need_labels=False)
@@ -335,7 +336,7 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
     for m in resolved:  # the baseline (no steps): evaluated once, on every distortion
         if not m["steps"]:
             _, record = ladder.repair(model, m, None, out, stages, "")
-            results[(m["name"], "")] = measure(m, "", model, record, {**table, **held})
+            results[(m["name"], "")] = measure(m, "", model, record, tested)
     for group, dists in groups.items():
         data = ladder.RepairData(x_rep, y_rep, dists, budget, seed, model, verbose)
         for m in resolved:
@@ -346,7 +347,6 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
                                                       {**dists, **held})
     base_name = next(m["name"] for m in resolved if not m["steps"])
     rows = []
-    tested = {**table, **held}
     for m in resolved:
         for d in tested:
             group = "" if not m["steps"] else (
@@ -465,12 +465,10 @@ def main_args(args) -> None:
     if args.levels is not None and len(args.levels) != len(args.distortion):
         raise ValueError(f"--levels must be given once per --distortion ({len(args.distortion)}). "
                          f"Received it {len(args.levels)} times")
-    resolve_levels(args.distortion, None if args.levels is None else
-                   dict(zip(args.distortion, args.levels)), args.preset)
+    repaired = resolve_levels(args.distortion, None if args.levels is None else
+                              dict(zip(args.distortion, args.levels)), args.preset)
     held_out = _held_out_argument(args.held_out)
-    resolve_held_out(held_out, resolve_levels(args.distortion, None if args.levels is None else
-                                              dict(zip(args.distortion, args.levels)),
-                                              args.preset), args.mixture)
+    resolve_held_out(held_out, repaired, args.mixture)
     ladder.resolve_methods(args.methods)
     label, (model, preprocess), size = load_model_spec(args.model, args.weights)
     model = taking_pixels(model, label, preprocess)
