@@ -39,6 +39,7 @@ from deepcorrect.tent import tent
 
 # The training recipe (half-distorted batches, SGD, step schedule, resume).
 from deepcorrect.training import TRAINING_PRESETS, LabelFreeTrainer, train
+from deepcorrect.unit_statistics import refresh_unit_statistics
 from deepcorrect.monitor import DistortedAccuracy, time_to_reach
 
 # Every repair side by side on one model, and which one to use.
@@ -64,6 +65,7 @@ __all__ = [
     "folded_batch_norms",
     "rank",
     "recommend",
+    "refresh_unit_statistics",
     "reinitialized",
     "spearman",
     "tent",

@@ -289,7 +289,8 @@ def _run_train(args) -> None:
     deepcorrect.train(model, x, None if teacher else y, args.distortion, _levels(args),
                       preset=args.recipe, epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, teacher=teacher, preprocess=preprocess,
-                      checkpoint_dir=args.checkpoint_dir, seed=args.seed, augment=args.augment)
+                      checkpoint_dir=args.checkpoint_dir, seed=args.seed, augment=args.augment,
+                      refresh_statistics=not args.keep_moving_statistics)
     _save(model, args.out)
     print(f"wrote {args.out}")
 
@@ -471,6 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", default=None, help="per-epoch backups; rerun to resume")
     p.add_argument("--augment", action="store_true",
                    help="flip and shift the training images at random (small training sets)")
+    p.add_argument("--keep-moving-statistics", action="store_true",
+                   help="keep the units' batch-norm moving averages as training left them "
+                        "(default: set them to the exact statistics of the first epoch's "
+                        "batches after training, precise BN)")
     p.add_argument("--seed", type=seed_argument, default=0)
     p.add_argument("--out", required=True, help="output .keras file")
     p.add_argument("--overwrite", action="store_true")

@@ -405,6 +405,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=ladder.DEFAULT_BUDGET["batch_size"])
     p.add_argument("--rank-images", type=int, default=ladder.DEFAULT_BUDGET["rank_images"],
                    help="images the DeepCorrect ranking uses (default 256)")
+    p.add_argument("--augment", action="store_true",
+                   help="flip and shift the trained methods' repair images at random "
+                        "(small repair sets, such as a thousand photos)")
     p.add_argument("--test-images", type=int, default=None, help="test on the first N test images")
     p.add_argument("--timing-images", type=int, default=64, help="test images timed per model")
     p.add_argument("--mixture", action="store_true",
@@ -488,7 +491,8 @@ def main_args(args) -> None:
                          f"folders or labels.csv): {args.data}")
     test = (test[0][: args.test_images], test[1][: args.test_images])
     budget = {"epochs": args.epochs, "images": args.repair_images,
-              "batch_size": args.batch_size, "rank_images": args.rank_images}
+              "batch_size": args.batch_size, "rank_images": args.rank_images,
+              "augment": args.augment}
     table = compare(model, repair[0] if args.label_free else repair, test, args.distortion,
                     None if args.levels is None else dict(zip(args.distortion, args.levels)),
                     args.methods, budget, mixture=args.mixture, out_dir=args.out,

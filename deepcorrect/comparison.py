@@ -102,7 +102,9 @@ class ComparisonTable:
                     if meta["mixture"] else "one repair per distortion")
         lines = [f"Top-1 on {meta['test_images']} test images; {repaired}, each on the same "
                  f"{meta['repair_images']} images ({'labelled' if meta['labelled'] else 'no labels: distilled from the model'}), "
-                 f"{budget['epochs']} epochs, batch {budget['batch_size']}, seed {meta['seed']}. "
+                 f"{budget['epochs']} epochs, batch {budget['batch_size']}"
+                 f"{', flipped and shifted at random' if budget.get('augment') else ''}, "
+                 f"seed {meta['seed']}. "
                  "avg: over clean and the levels; params: trained or adapted.", ""]
         held = set(meta.get("held_out", []))
         for d in self.distortions():

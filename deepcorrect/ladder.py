@@ -91,9 +91,10 @@ DEFAULT_METHODS = ("baseline", "bn_adapt", "tent", "finetune", "deepcorrect", "q
                    "bn_adapt+deepcorrect", "deepcorrect+bn_adapt")
 
 # The budget every method gets: the first `images` repair images (None: all), `epochs`
-# passes in batches of `batch_size`, and `rank_images` of them for the ranking.
+# passes in batches of `batch_size`, and `rank_images` of them for the ranking; `augment`
+# flips and shifts the trained methods' images at random (`deepcorrect.train(augment=)`).
 DEFAULT_BUDGET: dict[str, Any] = {"images": None, "epochs": 3, "batch_size": 64,
-                                  "rank_images": 256}
+                                  "rank_images": 256, "augment": False}
 
 LABELS = ("no", "teacher", "yes")  # what a repair needed, least first
 
@@ -238,6 +239,11 @@ def resolve_budget(budget: int | Mapping[str, Any] | None) -> dict[str, Any]:
 
     out = {**DEFAULT_BUDGET, **budget}
     for key, value in out.items():
+        if key == "augment":
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"budget['augment'] must be True or False. Received: {value!r}")
+            out[key] = bool(value)
+            continue
         out[key] = check_count(f"budget[{key!r}]", value,
                                none_ok="every image" if key == "images" else False)
     return out
@@ -413,7 +419,7 @@ def _train(model, data: RepairData, learning_rate: float, folder: Path) -> str:
                       decay_every=max(2, data.budget["epochs"] - 1),
                       teacher=data.frozen_teacher() if label_free else None,
                       checkpoint_dir=folder / "checkpoints", seed=data.seed,
-                      verbose=data.verbose)
+                      augment=data.budget["augment"], verbose=data.verbose)
     return "teacher" if label_free else "yes"
 
 

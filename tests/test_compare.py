@@ -363,6 +363,7 @@ def test_recommend_reads_a_saved_table(run):
     ({"distortions": ["gaussian_blur", "awgn"], "levels": [1.0]}, ValueError, "dict"),
     ({"budget": {"epoch": 2}}, ValueError, "budget keys"),
     ({"budget": 0}, ValueError, r"budget\['epochs'\] must be an integer >= 1"),
+    ({"budget": {"augment": "yes"}}, TypeError, r"budget\['augment'\] must be True or False"),
     ({"seed": -1}, ValueError, "seed must be"),
     ({"timing_images": 0}, ValueError, "timing_images"),
     ({"mixture": "yes"}, TypeError, "mixture"),
@@ -443,6 +444,23 @@ def test_cli_held_out_adds_its_rows(files, tmp_path, capsys):
     assert table.meta["levels"]["defocus_blur"] == [1.0, 2.0]
     assert table.row("finetune", "defocus_blur")["held_out"]
     assert "(held out: no repair saw it)" in capsys.readouterr().out
+
+
+def test_cli_augment_reaches_the_trained_methods(files, tmp_path):
+    plain, augmented = tmp_path / "plain", tmp_path / "augmented"
+    argv = [a for a in _argv(files, plain) if a != "bn_adapt"]
+    assert cli.main(argv) == 0
+    assert cli.main([*(str(augmented) if a == str(plain) else a for a in argv), "--augment"]) == 0
+    table = ComparisonTable.from_json(augmented / "comparison.json")
+    assert table.meta["budget"]["augment"] is True
+    assert "flipped and shifted at random" in table.to_markdown()
+    assert ComparisonTable.from_json(plain / "comparison.json").meta["budget"]["augment"] is False
+
+    def tuned(folder):
+        (path,) = [p for p in (folder / "models").rglob("*.keras") if "finetune" in str(p)]
+        return keras.models.load_model(path, safe_mode=True).get_weights()
+
+    assert any(not np.array_equal(a, b) for a, b in zip(tuned(plain), tuned(augmented)))
 
 
 def test_cli_splits_an_image_folder_by_seed(data, files, tmp_path, capsys):

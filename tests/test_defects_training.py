@@ -243,6 +243,21 @@ def test_deepcorrect_cli_augment_trains_as_the_api_does(files, tmp_path):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("flags, refresh", [((), True), (("--keep-moving-statistics",), False)])
+def test_deepcorrect_cli_unit_statistics_follow_the_api(files, tmp_path, flags, refresh):
+    out = tmp_path / "stats.keras"
+    assert deepcorrect_train(files, out, *flags) == 0
+    expected = keras.models.load_model(files / "wrapped.keras", safe_mode=True)
+    deepcorrect.train(expected, IMAGES, LABELS, "awgn", [10.0], preset="cpu_quick", epochs=1,
+                      batch_size=16, refresh_statistics=refresh, verbose=0)
+    got = keras.models.load_model(out, safe_mode=True)
+    moving = [w for w in expected.weights if "moving" in w.path and "unit" in w.path]
+    assert moving
+    got_by_path = {w.path: w for w in got.weights}
+    for w in moving:
+        np.testing.assert_allclose(got_by_path[w.path].numpy(), w.numpy(), rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------
 # Divergence.
 
