@@ -67,7 +67,7 @@ STEP_OPTIONS: dict[str, dict[str, Any]] = {
     "tent": {"learning_rate": 1e-3, "epochs": 1, "fraction": 0.5},
     "finetune": {"k": 2, "learning_rate": 0.001},
     "deepcorrect": {"beta": 0.5, "unit": "cw", "site": None, "first": None,
-                    "learning_rate": 0.1},
+                    "learning_rate": 0.1, "refresh_statistics": True},
     "qrnet": {"base_width": 8, "depth": 2, "mode": "qrnet", "learning_rate": 1e-3},
 }
 
@@ -125,9 +125,10 @@ def check_step(step: Any) -> dict[str, Any]:
 
 
 def _option_value(text: str) -> Any:
-    """`"3"` -> 3, `"0.001"` -> 0.001, `"none"` -> None, anything else stays a string."""
-    if text.lower() == "none":
-        return None
+    """`"3"` -> 3, `"0.001"` -> 0.001, `"none"` -> None, `"true"`/`"false"` -> bool, else a string."""
+    words = {"none": None, "true": True, "false": False}
+    if text.lower() in words:
+        return words[text.lower()]
     for kind in (int, float):
         try:
             return kind(text)
@@ -406,7 +407,8 @@ class RepairData:
 # --- Steps ---------------------------------------------------------------------------------
 
 
-def _train(model, data: RepairData, learning_rate: float, folder: Path) -> str:
+def _train(model, data: RepairData, learning_rate: float, folder: Path,
+           refresh_statistics: bool = True) -> str:
     """`deepcorrect.train` with the budget, labelled or distilled from the original model."""
     import deepcorrect
 
@@ -419,7 +421,8 @@ def _train(model, data: RepairData, learning_rate: float, folder: Path) -> str:
                       decay_every=max(2, data.budget["epochs"] - 1),
                       teacher=data.frozen_teacher() if label_free else None,
                       checkpoint_dir=folder / "checkpoints", seed=data.seed,
-                      augment=data.budget["augment"], verbose=data.verbose)
+                      augment=data.budget["augment"], refresh_statistics=refresh_statistics,
+                      verbose=data.verbose)
     return "teacher" if label_free else "yes"
 
 
@@ -498,7 +501,7 @@ def run_deepcorrect(model, step, data: RepairData, folder: Path):
     ranking = rank_for(model, data, folder, step["first"])
     site = {} if step["site"] is None else {"site": step["site"]}
     wrapped = deepcorrect.wrap(model, ranking, beta=step["beta"], unit=step["unit"], **site)
-    labels = _train(wrapped, data, step["learning_rate"], folder)
+    labels = _train(wrapped, data, step["learning_rate"], folder, step["refresh_statistics"])
     return wrapped, {"parameters": deepcorrect.trainable_parameters(wrapped), "labels": labels}
 
 

@@ -301,6 +301,23 @@ def test_bad_held_out_is_refused_before_any_work(data, tmp_path, kwargs, fragmen
     assert not (tmp_path / "models").exists()
 
 
+def test_deepcorrect_can_keep_the_moving_statistics_training_left(data, tmp_path):
+    model, repair, test = data
+    methods = ["deepcorrect", "deepcorrect:refresh_statistics=false"]
+    compare(model, repair, test, "gaussian_blur", LEVELS, methods, BUDGET, out_dir=tmp_path)
+
+    def moving(method):
+        chain = ladder.chain_id(ladder.resolve_method(method)["steps"])
+        loaded = keras.models.load_model(tmp_path / "models" / "gaussian_blur" / f"{chain}.keras",
+                                         safe_mode=True)
+        return [w.numpy() for w in loaded.weights if "moving_mean" in w.path and "unit" in w.path]
+
+    refreshed, kept = moving(methods[0]), moving(methods[1])
+    assert refreshed and len(refreshed) == len(kept)
+    # Four steps at momentum 0.99 leave the kept means within a few percent of their start.
+    assert max(np.abs(m).max() for m in kept) < max(np.abs(m).max() for m in refreshed)
+
+
 def test_without_out_dir_nothing_is_left_behind(data, tmp_path, monkeypatch):
     model, repair, test = data
     monkeypatch.setenv("TMPDIR", str(tmp_path))
@@ -559,7 +576,10 @@ def test_distorted_repair_images_are_seeded_and_mixed_per_image():
     ("bn_adapt:prior=16+deepcorrect:first=3,site=conv",
      [{"kind": "bn_adapt", "prior": 16, "fraction": 0.5},
       {"kind": "deepcorrect", "beta": 0.5, "unit": "cw", "site": "conv", "first": 3,
-       "learning_rate": 0.1}]),
+       "learning_rate": 0.1, "refresh_statistics": True}]),
+    ("deepcorrect:refresh_statistics=false",
+     [{"kind": "deepcorrect", "beta": 0.5, "unit": "cw", "site": None, "first": None,
+       "learning_rate": 0.1, "refresh_statistics": False}]),
     ("tent:epochs=none,fraction=1", [{"kind": "tent", "learning_rate": 1e-3, "epochs": None, "fraction": 1}]),
 ])
 def test_method_options_on_the_command_line_fill_the_steps(text, steps):
