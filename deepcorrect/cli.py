@@ -287,7 +287,8 @@ def _run_train(args) -> None:
         raise CLIError("--teacher-weights needs --teacher. Received: --teacher-weights "
                        f"{args.teacher_weights} without --teacher")
     deepcorrect.train(model, x, None if teacher else y, args.distortion, _levels(args),
-                      preset=args.recipe, epochs=args.epochs, batch_size=args.batch_size,
+                      preset=args.recipe or ("label_free" if teacher else "deepcorrect_cifar"),
+                      epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, teacher=teacher, preprocess=preprocess,
                       checkpoint_dir=args.checkpoint_dir, seed=args.seed, augment=args.augment,
                       refresh_statistics=not args.keep_moving_statistics)
@@ -460,8 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a wrapped or fine-tunable model on half-distorted batches")
     _model_args(p), _data_args(p), _distortion_args(p)
-    p.add_argument("--recipe", default="deepcorrect_cifar",
-                   help="training preset: deepcorrect_cifar, deepcorrect_imagenet, cpu_quick")
+    p.add_argument("--recipe", default=None,
+                   help="training preset: deepcorrect_cifar, deepcorrect_imagenet, cpu_quick, "
+                        "label_free (default: label_free with --teacher, else deepcorrect_cifar)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None)
@@ -470,8 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights file of a keras.applications --teacher (default: --weights when "
                         "--teacher names the same application as --model, else imagenet)")
     p.add_argument("--checkpoint-dir", default=None, help="per-epoch backups; rerun to resume")
-    p.add_argument("--augment", action="store_true",
-                   help="flip and shift the training images at random (small training sets)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip and shift the training images at random, for small training sets "
+                        "(default: the recipe's, on for label_free only)")
     p.add_argument("--keep-moving-statistics", action="store_true",
                    help="keep the units' batch-norm moving averages as training left them "
                         "(default: set them to the exact statistics of the first epoch's "

@@ -390,6 +390,29 @@ def test_teacher_weights_default_to_weights_for_the_same_application(saved, tmp_
     assert real is not cli.load_model_spec
 
 
+@pytest.mark.parametrize("flags, preset, augment", [
+    ([], "deepcorrect_cifar", None),
+    (["--teacher", "base.keras"], "label_free", None),
+    (["--teacher", "base.keras", "--recipe", "cpu_quick"], "cpu_quick", None),
+    (["--teacher", "base.keras", "--no-augment"], "label_free", False),
+    (["--augment"], "deepcorrect_cifar", True),
+])
+def test_train_recipe_defaults_to_label_free_with_a_teacher(saved, tmp_path, capsys, monkeypatch,
+                                                           flags, preset, augment):
+    calls = []
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        raise CLIError("stop: the training settings are recorded")
+
+    monkeypatch.setattr(deepcorrect, "train", recording)
+    flags = [str(saved["model"]) if f == "base.keras" else f for f in flags]
+    status, err = run(cli.main, train_argv(saved, tmp_path, *flags), capsys)
+    assert status == 2 and "stop:" in err
+    assert (calls[-1]["preset"], calls[-1]["augment"]) == (preset, augment)
+    assert (calls[-1]["teacher"] is not None) == ("--teacher" in flags)
+
+
 @pytest.mark.parametrize("flags, fragment", [
     (["--teacher-weights", "w.h5"], "--teacher-weights needs --teacher"),
     (["--teacher", "MobileNetV2", "--teacher-weights", "missing.h5"],

@@ -188,3 +188,19 @@ def test_augment_trains_on_flipped_and_shifted_images_reproducibly(tmp_path, cif
         run(False, tmp_path / "aug")
     with pytest.raises(TypeError, match="augment must be True or False"):
         run("yes")
+
+
+def test_the_label_free_preset_augments_unless_told_otherwise(cifar10_small):
+    x = cifar10_small[0][:64]
+    teacher = small_cnn(1)
+
+    def trained(**kwargs):
+        model = deepcorrect.wrap(teacher, {"conv1": list(range(8))}, beta=0.5)
+        train(model, x, None, "awgn", [40.0], teacher=teacher, preset="label_free", epochs=1,
+              steps_per_epoch=2, verbose=0, **kwargs)
+        return [w.numpy() for w in model.trainable_weights]
+
+    default, augmented, plain = trained(), trained(augment=True), trained(augment=False)
+    assert TRAINING_PRESETS["label_free"]["augment"] is True
+    assert all(np.array_equal(a, b) for a, b in zip(default, augmented))
+    assert any(not np.array_equal(a, b) for a, b in zip(default, plain))
