@@ -313,7 +313,7 @@ API_CASES = [
          ValueError, "k must be an integer in [1, 2] (the model has 2 conv layers) or 'all'. Received: k=3"),
     Case("train with an unknown recipe", lambda e: deepcorrect.train(
         deepcorrect.wrap(e.model, e.ranking), e.images, e.labels, "awgn", [10], preset="gpu_slow"),
-         ValueError, "preset must be one of ['cpu_quick', 'deepcorrect_cifar', 'deepcorrect_imagenet']"),
+         ValueError, "preset must be one of ['cpu_quick', 'deepcorrect_cifar', 'deepcorrect_imagenet', 'label_free']"),
     Case("train at a negative level", lambda e: deepcorrect.train(
         deepcorrect.wrap(e.model, e.ranking), e.images, e.labels, "awgn", [10, -10],
         preset="cpu_quick", epochs=1, verbose=0),
