@@ -188,6 +188,8 @@ MODEL_ARGUMENTS = {
     "adapt_batch_norm": ("model", lambda e, m: deepcorrect.adapt_batch_norm(m, e["x"])),
     "batch_norm_layers": ("model", lambda e, m: deepcorrect.batch_norm_layers(m)),
     "tent": ("model", lambda e, m: deepcorrect.tent(m, e["x"])),
+    "refresh_unit_statistics": ("model", lambda e, m: deepcorrect.refresh_unit_statistics(
+        m, e["x"].astype("float32"))),
     "compare": ("model", lambda e, m: deepcorrect.compare(m, (e["x"], e["y"]), (e["x"], e["y"]),
                                                           "awgn")),
     "Ranking.check_model": ("model", lambda e, m: e["ranking"].check_model(m)),
