@@ -19,6 +19,8 @@ Usage (from the repository root):
 
     .venv/bin/python examples/time_to_accuracy.py --model out/cifar10_converged/baseline.keras
     .venv/bin/python examples/time_to_accuracy.py --model ... --quick --out out/time_quick
+    .venv/bin/python examples/time_to_accuracy.py --model ... --unit-layers conv2 conv3 \
+        --out out/time_axis/gaussian_blur_conv23          # units only after the first layer
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--distortion", default="gaussian_blur", help="gaussian_blur or awgn")
     p.add_argument("--quick", action="store_true", help="a few hundred images, one epoch")
     p.add_argument("--seed", type=seed_argument, default=0)
+    p.add_argument("--unit-layers", nargs="+", default=None, metavar="LAYER",
+                   help="the conv layers that get units (default: every conv layer); "
+                        "e.g. conv2 conv3 leaves out conv1's full-resolution units")
     for key, value in FULL.items():
         p.add_argument("--" + key.replace("_", "-"), type=int, default=None,
                        help=f"(default {value})")
@@ -155,7 +160,8 @@ def run(args) -> None:
     test = (x_test[: s["test_images"]], y_test[: s["test_images"]])
     n = s["rank_images"]
     ranking = deepcorrect.rank(model, train[0][:n], train[1][:n], args.distortion, levels,
-                               method="approx", seed=args.seed, progress=False, checkpoint=out / "ranking.json")
+                               layers=args.unit_layers, method="approx", seed=args.seed,
+                               progress=False, checkpoint=out / "ranking.json")
     sweep_train = (train[0][: s["sweep_images"]], train[1][: s["sweep_images"]])
     make_dirs(out / "sweep")
     sweep, best = {}, {}

@@ -67,3 +67,38 @@ def test_tiny_run_picks_the_best_rate_and_resumes(tmp_path, capsys):
     assert example().main(argv) == 0  # a rerun trains nothing and reports the same table
     assert capsys.readouterr().out.strip() == (out / "time_axis.md").read_text().strip()
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.json")} == stamps
+
+
+def test_unknown_unit_layer_fails_in_one_line_naming_it(tmp_path, capsys):
+    from studies.networks import build_network
+
+    if not DATA.is_file():
+        pytest.skip("CIFAR-10 not found beside the repository")
+    build_network("cifar10_quick", (32, 32, 3), 10, seed=0).save(tmp_path / "base.keras")
+    argv = ["--quick", "--model", str(tmp_path / "base.keras"), "--data", str(DATA),
+            "--out", str(tmp_path / "out"), "--unit-layers", "conv2", "conv9"]
+    assert example().main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "conv9" in err
+    assert not list((tmp_path / "out").glob("sweep/*.json"))  # nothing was trained
+
+
+@pytest.mark.slow  # ten short trainings (about 40 s): `make test-slow`
+def test_unit_layers_limit_the_units_to_those_layers(tmp_path):
+    import deepcorrect
+    from studies.networks import build_network
+
+    if not DATA.is_file():
+        pytest.skip("CIFAR-10 not found beside the repository")
+    model = build_network("cifar10_quick", (32, 32, 3), 10, seed=0)
+    model.save(tmp_path / "base.keras")
+    out = tmp_path / "out"
+    argv = ["--quick", "--model", str(tmp_path / "base.keras"), "--data", str(DATA),
+            "--out", str(out), "--train-images", "64", "--sweep-images", "32",
+            "--test-images", "16", "--rank-images", "16", "--unit-layers", "conv2", "conv3"]
+    assert example().main(argv) == 0
+    ranking = deepcorrect.Ranking.load(out / "ranking.json")
+    assert list(ranking.priorities) == ["conv2", "conv3"]
+    only_two = deepcorrect.trainable_parameters(deepcorrect.wrap(model, ranking, beta=0.5))
+    curve = json.loads((out / "curve_deepcorrect.json").read_text())
+    assert curve["parameters"] == only_two
