@@ -483,6 +483,28 @@ def test_top_rejects_bad_beta(beta):
         make_ranking().top("a", beta)
 
 
+def test_global_order_zscore_matches_standardised_values_sorted_by_hand():
+    rng = np.random.default_rng(3)
+    priorities = {"a": rng.uniform(0.3, 0.9, 8), "b": rng.normal(0.01, 0.002, 24),
+                  "c": np.full(4, 0.2)}
+    r = Ranking(priorities, "m", {k: v.size for k, v in priorities.items()})
+    expected = []
+    for li, (name, v) in enumerate(priorities.items()):
+        z = (v - v.mean()) / v.std() if v.std() > 0 else np.zeros_like(v)
+        expected += [(-z[j], li, j, name) for j in range(v.size)]
+    expected = [(name, j) for _, _, j, name in sorted(expected)]
+    assert r.global_order("zscore") == expected
+    # Raw priorities put all of layer a first; standardised ones interleave a and b.
+    assert [n for n, _ in r.global_order()][:8] == ["a"] * 8
+    top = r.global_top(0.25, "zscore")
+    assert sum(len(v) for v in top.values()) == 9 and len(top["b"]) > 0
+
+
+def test_global_order_rejects_an_unknown_normalization():
+    with pytest.raises(ValueError, match="normalization"):
+        Ranking({"a": np.ones(2)}, "m", {"a": 2}).global_order("minmax")
+
+
 def test_global_order_ties_prefer_earlier_layer():
     r = make_ranking()
     order = r.global_order()

@@ -30,6 +30,9 @@ from deepcorrect.ranking import schema
 from deepcorrect.ranking.reliability import Reliability, fill_computed
 from robustkit.io import atomic_write_text
 
+# How `Ranking.global_order` makes the layers' priorities comparable.
+GLOBAL_NORMALIZATIONS = ("none", "zscore")
+
 
 def _top_count(beta: float, n: int) -> int:
     """`corrected_count(beta, n)`, `wrap`'s rule, after checking `beta`."""
@@ -215,34 +218,56 @@ class Ranking:
         values = self._complete_values(layer_name)
         return self.order(layer_name)[: _top_count(beta, values.size)]
 
-    def global_order(self) -> list[tuple[str, int]]:
+    def global_order(self, normalization: str = "none") -> list[tuple[str, int]]:
         """All filters of all layers by descending priority.
 
         Ties go to the earlier layer, then the lower index.
 
+        Args:
+            normalization: `"none"` (default) compares the raw priorities, which
+                share one unit (a change in top-1 accuracy or in log-probability)
+                but grow with how much a whole layer suffers; `"zscore"` compares
+                each filter with the other filters of its layer (the priority
+                minus the layer's mean, over the layer's standard deviation; 0 for
+                a layer whose filters all tie), so that a layer of many filters
+                with small individual effects is not crowded out.
+
         Returns:
             A list of `(layer_name, filter_index)` pairs.
+
+        Example:
+
+        >>> ranking = Ranking({"a": np.array([0.5, 0.25]), "b": np.array([0.0, 0.0625])},
+        ...                   model_name="m", filter_counts={"a": 2, "b": 2})
+        >>> ranking.global_order()
+        [('a', 0), ('a', 1), ('b', 1), ('b', 0)]
+        >>> ranking.global_order("zscore")
+        [('a', 0), ('b', 1), ('a', 1), ('b', 0)]
         """
-        keys = [
-            (-float(v), li, j)
-            for li, name in enumerate(self.layer_names)
-            for j, v in enumerate(self._complete_values(name))
-        ]
+        checks.check_choice("normalization", normalization, GLOBAL_NORMALIZATIONS)
+        keys = []
+        for li, name in enumerate(self.layer_names):
+            values = self._complete_values(name).astype(np.float64)
+            if normalization == "zscore":
+                spread = values.std()
+                values = (values - values.mean()) / spread if spread > 0 else 0 * values
+            keys += [(-float(v), li, j) for j, v in enumerate(values)]
         keys.sort()
         names = self.layer_names
         return [(names[li], j) for _, li, j in keys]
 
-    def global_top(self, beta: float) -> dict[str, np.ndarray]:
+    def global_top(self, beta: float, normalization: str = "none") -> dict[str, np.ndarray]:
         """The top `round(beta * total)` filters over all layers (global ranking, halves up).
 
         Args:
             beta: fraction of all ranked filters, in (0, 1].
+            normalization: how layers are made comparable, see `global_order`.
 
         Returns:
             `{layer_name: indices}` for every ranked layer, each in descending
             priority order (possibly empty).
         """
-        pairs = self.global_order()
+        pairs = self.global_order(normalization)
         chosen = pairs[: _top_count(beta, len(pairs))]
         return {
             name: np.array([j for n, j in chosen if n == name], dtype=np.int64)
