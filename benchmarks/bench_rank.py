@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -56,6 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from deepcorrect.ranking import rank, spearman  # noqa: E402
+from host import host  # noqa: E402  (benchmarks/host.py, beside this script)
 
 CIFAR = REPO_ROOT / ".." / "shared" / "data" / "cifar10" / "cifar10.npz"
 
@@ -323,10 +322,7 @@ def main(argv=None) -> int:
                 "seconds are end to end (activations, baselines and tracing "
                 "included) and the best of the rounds; tail_seconds only the tail "
                 "passes (with the first call's tracing)",
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine(),
-                 "tensorflow": tf.__version__, "keras": keras.__version__,
-                 "devices": [d.device_type for d in tf.config.list_logical_devices()],
-                 "load_average_at_end": [round(v, 2) for v in os.getloadavg()]},
+        "host": host(),
     }
     print(json.dumps(report, indent=1))
     return 0

@@ -9,7 +9,8 @@ projects the layer's time to all of its filters and to `--project-images` photos
     layer seconds = swaps per second measured on the layer x filters x levels x images
 
 The same run times the approximate method on `--approx-images` photos for every layer at
-once (traced, then timed) and scales it to `--project-images` photos. The ratio of the two is the speed-up of `method="approx"`. Shards of the
+once (traced, then timed) and scales it to `--project-images` photos. The ratio of the two
+is the speed-up of `method="approx"`. Shards of the
 exact job (`deepcorrect rank --filters` and `Ranking.merge`) divide its wall time by the
 number of processes that run them.
 
@@ -26,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -64,11 +63,12 @@ def timed(fn):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import keras
-    import tensorflow as tf
 
     import deepcorrect
     from deepcorrect.graph import conv_layers, filter_count
     from robustkit import data
+
+    from host import host  # benchmarks/host.py, beside this script
 
     for name, path in (("--weights", args.weights), ("--data", args.data)):
         if not Path(path).exists():
@@ -124,10 +124,7 @@ def main(argv=None) -> int:
         "note": "exact: measured swaps per second of each layer (second call, traced "
                 "before) times its filters, levels and project_images; approx: the "
                 "second call over every layer, scaled to project_images",
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine(),
-                 "tensorflow": tf.__version__, "keras": keras.__version__,
-                 "devices": [d.device_type for d in tf.config.list_logical_devices()],
-                 "load_average_at_end": [round(v, 2) for v in os.getloadavg()]},
+        "host": host(),
     }
     print(json.dumps(report, indent=1))
     return 0

@@ -16,6 +16,21 @@ def example():
     return import_example("time_to_accuracy")
 
 
+def tiny_run(tmp_path):
+    """A saved untrained cifar10_quick, the output folder and the argv of a tiny run."""
+    from studies.networks import build_network
+
+    if not DATA.is_file():
+        pytest.skip("CIFAR-10 not found beside the repository")
+    model = build_network("cifar10_quick", (32, 32, 3), 10, seed=0)
+    model.save(tmp_path / "base.keras")
+    out = tmp_path / "out"
+    argv = ["--quick", "--model", str(tmp_path / "base.keras"), "--data", str(DATA),
+            "--out", str(out), "--train-images", "64", "--sweep-images", "32",
+            "--test-images", "16", "--rank-images", "16"]
+    return model, out, argv
+
+
 @pytest.mark.parametrize("flag", ["--train-images", "--epochs", "--every"])
 def test_counts_below_one_fail_in_one_line(flag, capsys):
     assert example().main(["--model", "m.keras", flag, "0"]) == 2
@@ -32,16 +47,9 @@ def test_tiny_run_picks_the_best_rate_and_resumes(tmp_path, capsys):
     import distort
     from distort import presets
     from robustkit import data
-    from studies.networks import build_network
 
-    if not DATA.is_file():
-        pytest.skip("CIFAR-10 not found beside the repository")
-    model = build_network("cifar10_quick", (32, 32, 3), 10, seed=0)
-    model.save(tmp_path / "base.keras")
-    out = tmp_path / "out"
-    argv = ["--quick", "--model", str(tmp_path / "base.keras"), "--data", str(DATA),
-            "--out", str(out), "--train-images", "64", "--sweep-images", "32",
-            "--test-images", "16", "--rank-images", "16", "--every", "1"]
+    model, out, argv = tiny_run(tmp_path)
+    argv += ["--every", "1"]
     assert example().main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("training ") for line in lines) == 10  # 2 x 4 rates, 2 curves
@@ -70,32 +78,20 @@ def test_tiny_run_picks_the_best_rate_and_resumes(tmp_path, capsys):
 
 
 def test_unknown_unit_layer_fails_in_one_line_naming_it(tmp_path, capsys):
-    from studies.networks import build_network
-
-    if not DATA.is_file():
-        pytest.skip("CIFAR-10 not found beside the repository")
-    build_network("cifar10_quick", (32, 32, 3), 10, seed=0).save(tmp_path / "base.keras")
-    argv = ["--quick", "--model", str(tmp_path / "base.keras"), "--data", str(DATA),
-            "--out", str(tmp_path / "out"), "--unit-layers", "conv2", "conv9"]
+    _, out, argv = tiny_run(tmp_path)
+    argv += ["--unit-layers", "conv2", "conv9"]
     assert example().main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "conv9" in err
-    assert not list((tmp_path / "out").glob("sweep/*.json"))  # nothing was trained
+    assert not list(out.glob("sweep/*.json"))  # nothing was trained
 
 
 @pytest.mark.slow  # ten short trainings (about 40 s): `make test-slow`
 def test_unit_layers_limit_the_units_to_those_layers(tmp_path):
     import deepcorrect
-    from studies.networks import build_network
 
-    if not DATA.is_file():
-        pytest.skip("CIFAR-10 not found beside the repository")
-    model = build_network("cifar10_quick", (32, 32, 3), 10, seed=0)
-    model.save(tmp_path / "base.keras")
-    out = tmp_path / "out"
-    argv = ["--quick", "--model", str(tmp_path / "base.keras"), "--data", str(DATA),
-            "--out", str(out), "--train-images", "64", "--sweep-images", "32",
-            "--test-images", "16", "--rank-images", "16", "--unit-layers", "conv2", "conv3"]
+    model, out, argv = tiny_run(tmp_path)
+    argv += ["--unit-layers", "conv2", "conv3"]
     assert example().main(argv) == 0
     ranking = deepcorrect.Ranking.load(out / "ranking.json")
     assert list(ranking.priorities) == ["conv2", "conv3"]
