@@ -54,7 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from deepcorrect.ranking import rank, spearman  # noqa: E402
-from host import host  # noqa: E402  (benchmarks/host.py, beside this script)
+from measure import host, timed  # noqa: E402  (benchmarks/measure.py, beside this script)
 
 CIFAR = REPO_ROOT / ".." / "shared" / "data" / "cifar10" / "cifar10.npz"
 
@@ -193,12 +193,6 @@ def naive_priorities(model, layer_name, images, labels, distortion, levels,
             per_filter.append(outcome(out) - base)
         gains.append(per_filter)
     return np.mean(gains, axis=0)
-
-
-def timed(fn):
-    start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start
 
 
 def main(argv=None) -> int:

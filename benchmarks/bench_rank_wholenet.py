@@ -10,9 +10,8 @@ projects the layer's time to all of its filters and to `--project-images` photos
 
 The same run times the approximate method on `--approx-images` photos for every layer at
 once (traced, then timed) and scales it to `--project-images` photos. The ratio of the two
-is the speed-up of `method="approx"`. Shards of the
-exact job (`deepcorrect rank --filters` and `Ranking.merge`) divide its wall time by the
-number of processes that run them.
+is the speed-up of `method="approx"`. Shards of the exact job (`deepcorrect rank --filters`
+and `Ranking.merge`) divide its wall time by the number of processes that run them.
 
 Usage (from the repository root):
 
@@ -28,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,12 +52,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def timed(fn):
-    start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     import keras
@@ -68,7 +60,7 @@ def main(argv=None) -> int:
     from deepcorrect.graph import conv_layers, filter_count
     from robustkit import data
 
-    from host import host  # benchmarks/host.py, beside this script
+    from measure import host, timed  # benchmarks/measure.py, beside this script
 
     for name, path in (("--weights", args.weights), ("--data", args.data)):
         if not Path(path).exists():
@@ -84,13 +76,13 @@ def main(argv=None) -> int:
 
     per_layer = {}
     for name in layers:
-        k = min(args.filters, filter_count(model.get_layer(name)))
+        filters = filter_count(model.get_layer(name))
+        k = min(args.filters, filters)
         call = lambda: deepcorrect.rank(model, images, labels, layers=[name],  # noqa: E731
                                         filters=(0, k), reliability=False, **common)
         call()  # traces the layer's tail
         _, seconds = timed(call)
         swaps = k * len(args.levels) * len(images)
-        filters = filter_count(model.get_layer(name))
         rate = swaps / seconds
         projected = filters * len(args.levels) * args.project_images / rate
         per_layer[name] = {"filters": filters, "swaps_per_second": round(rate, 2),

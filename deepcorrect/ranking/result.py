@@ -250,7 +250,8 @@ class Ranking:
             values = self._complete_values(name).astype(np.float64)
             if normalization == "zscore":
                 spread = values.std()
-                values = (values - values.mean()) / spread if spread > 0 else 0 * values
+                values = ((values - values.mean()) / spread if spread > 0
+                          else np.zeros_like(values))
             keys += [(-float(v), li, j) for j, v in enumerate(values)]
         keys.sort()
         names = self.layer_names

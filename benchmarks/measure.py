@@ -1,9 +1,18 @@
-"""The machine a benchmark ran on, for its JSON report."""
+"""What the benchmarks share: a timed call, and the machine for the JSON report."""
 
 from __future__ import annotations
 
 import os
 import platform
+import time
+from typing import Any, Callable
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """`fn()` and the wall seconds it took."""
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
 
 
 def host() -> dict:
