@@ -11,7 +11,11 @@ The kinds:
 - `bn_adapt`: `deepcorrect.adapt_batch_norm` on the distorted repair images (no labels).
 - `tent`: `deepcorrect.tent` (TENT) on the distorted repair images (no labels).
 - `finetune`: `deepcorrect.finetune(k)` trained with `deepcorrect.train`.
-- `deepcorrect`: `deepcorrect.rank` (`method="approx"`), `deepcorrect.wrap`, `deepcorrect.train`.
+- `deepcorrect`: `deepcorrect.rank`, `deepcorrect.wrap`, `deepcorrect.train`. The ranking is
+  the first-order estimate (`ranking="approx"`, seconds for a whole network) or the exact
+  swaps with the log-probability score (`ranking="exact"`, one pass of the network after
+  the layer per filter: for the first layers of a large network, where the estimate can
+  disagree with the exact ranking, docs/RESULTS.md).
 - `qrnet`: a QRNet restorer (`qrnet.build_qrnet`) trained in front of the frozen model.
 
 Trained steps use the labels of the repair images; without labels they learn from the
@@ -67,9 +71,18 @@ STEP_OPTIONS: dict[str, dict[str, Any]] = {
     "tent": {"learning_rate": 1e-3, "epochs": 1, "fraction": 0.5},
     "finetune": {"k": 2, "learning_rate": 0.001},
     "deepcorrect": {"beta": 0.5, "unit": "cw", "site": None, "first": None,
-                    "learning_rate": 0.1, "refresh_statistics": True},
+                    "learning_rate": 0.1, "refresh_statistics": True, "ranking": "approx"},
     "qrnet": {"base_width": 8, "depth": 2, "mode": "qrnet", "learning_rate": 1e-3},
 }
+
+# Options whose values are one of a few names.
+STEP_CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {
+    "deepcorrect": {"ranking": ("approx", "exact")},
+}
+
+# Options added after chain ids were first written to output folders: at these values
+# they are left out of `chain_id`, so that earlier folders are still read back.
+ID_NEUTRAL: dict[str, dict[str, Any]] = {"deepcorrect": {"ranking": "approx"}}
 
 # The methods of the ladder. `tent` on top of either combination is a `+` away.
 METHODS: dict[str, tuple[dict[str, Any], ...]] = {
@@ -121,6 +134,10 @@ def check_step(step: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"options of a {step['kind']} step must be among {sorted(allowed)}. "
                          f"Received: {unknown}")
+    for option, choices in STEP_CHOICES.get(step["kind"], {}).items():
+        if option in step and step[option] not in choices:
+            raise ValueError(f"{option} of a {step['kind']} step must be one of "
+                             f"{list(choices)}. Received: {option}={step[option]!r}")
     return {"kind": step["kind"], **allowed, **{k: v for k, v in step.items() if k != "kind"}}
 
 
@@ -262,7 +279,10 @@ def chain_id(steps: Sequence[Mapping[str, Any]]) -> str:
     """
     if not steps:
         return "baseline"
-    digest = hashlib.sha1(json.dumps(list(steps), sort_keys=True).encode()).hexdigest()[:8]
+    hashed = [{k: v for k, v in s.items()
+               if k not in ID_NEUTRAL.get(s["kind"], {}) or v != ID_NEUTRAL[s["kind"]][k]}
+              for s in steps]
+    digest = hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
     return "+".join(s["kind"] for s in steps) + "-" + digest
 
 
@@ -470,8 +490,13 @@ def run_finetune(model, step, data: RepairData, folder: Path):
     return tuned, {"parameters": deepcorrect.trainable_parameters(tuned), "labels": labels}
 
 
-def rank_for(model, data: RepairData, folder: Path, first: int | None = None):
-    """`deepcorrect.rank(method="approx")` on the budget's `rank_images` (cached in `folder`)."""
+def rank_for(model, data: RepairData, folder: Path, first: int | None = None,
+             method: str = "approx"):
+    """`deepcorrect.rank` on the budget's `rank_images` (cached in `folder`).
+
+    `method="approx"` is the first-order estimate; `"exact"` swaps every filter, scored
+    by `rank`'s default, the true class's log-probability.
+    """
     import deepcorrect
 
     n = data.budget["rank_images"]
@@ -489,7 +514,8 @@ def rank_for(model, data: RepairData, folder: Path, first: int | None = None):
     if check_count("first", first, none_ok="every conv layer") is not None:
         layers = [layer.name for layer in conv_layers(model)][: int(first)]
     return deepcorrect.rank(model, data.images[:n], labels[:n], distortion, levels,
-                            layers=layers, method="approx", seed=data.seed, progress=bool(data.verbose),
+                            layers=layers, method=method,
+                            seed=data.seed, progress=bool(data.verbose),
                             checkpoint=folder / "ranking.json")
 
 
@@ -498,7 +524,7 @@ def run_deepcorrect(model, step, data: RepairData, folder: Path):
     import deepcorrect
 
     folder.mkdir(parents=True, exist_ok=True)
-    ranking = rank_for(model, data, folder, step["first"])
+    ranking = rank_for(model, data, folder, step["first"], step["ranking"])
     site = {} if step["site"] is None else {"site": step["site"]}
     wrapped = deepcorrect.wrap(model, ranking, beta=step["beta"], unit=step["unit"], **site)
     labels = _train(wrapped, data, step["learning_rate"], folder, step["refresh_statistics"])

@@ -576,10 +576,10 @@ def test_distorted_repair_images_are_seeded_and_mixed_per_image():
     ("bn_adapt:prior=16+deepcorrect:first=3,site=conv",
      [{"kind": "bn_adapt", "prior": 16, "fraction": 0.5},
       {"kind": "deepcorrect", "beta": 0.5, "unit": "cw", "site": "conv", "first": 3,
-       "learning_rate": 0.1, "refresh_statistics": True}]),
+       "learning_rate": 0.1, "refresh_statistics": True, "ranking": "approx"}]),
     ("deepcorrect:refresh_statistics=false",
      [{"kind": "deepcorrect", "beta": 0.5, "unit": "cw", "site": None, "first": None,
-       "learning_rate": 0.1, "refresh_statistics": False}]),
+       "learning_rate": 0.1, "refresh_statistics": False, "ranking": "approx"}]),
     ("tent:epochs=none,fraction=1", [{"kind": "tent", "learning_rate": 1e-3, "epochs": None, "fraction": 1}]),
 ])
 def test_method_options_on_the_command_line_fill_the_steps(text, steps):
@@ -601,3 +601,32 @@ def test_bad_method_options_name_what_is_allowed(text, message):
 
     with pytest.raises(ValueError, match=message):
         ladder.resolve_method(text)
+
+
+def test_deepcorrect_step_can_rank_exactly(data, tmp_path):
+    model, (x, y), test = data
+    compare(model, (x, y), test, "gaussian_blur", LEVELS, ["deepcorrect:ranking=exact"], BUDGET,
+            out_dir=tmp_path, timing_images=16)
+    (path,) = (tmp_path / "work" / "gaussian_blur").rglob("ranking.json")
+    used = deepcorrect.Ranking.load(path)
+    want = deepcorrect.rank(model, x[:32], y[:32], "gaussian_blur", LEVELS, seed=0,
+                            progress=False)
+    assert used.method == "exact" and used.score == "log_prob"
+    for name in ("conv1", "conv2"):
+        np.testing.assert_allclose(used.priorities[name], want.priorities[name], atol=1e-6)
+
+
+def test_the_ranking_option_keeps_the_ids_of_earlier_folders():
+    import hashlib
+
+    steps = ladder.resolve_method("bn_adapt+deepcorrect:first=3")["steps"]
+    assert steps[1]["ranking"] == "approx"
+    # The id as it was computed before the option existed: every other option hashed.
+    earlier = [{k: v for k, v in s.items() if k != "ranking"} for s in steps]
+    digest = hashlib.sha1(json.dumps(earlier, sort_keys=True).encode()).hexdigest()[:8]
+    assert ladder.chain_id(steps) == f"bn_adapt+deepcorrect-{digest}"
+    exact = ladder.resolve_method("bn_adapt+deepcorrect:first=3,ranking=exact")["steps"]
+    assert ladder.chain_id(exact) != ladder.chain_id(steps)
+    with pytest.raises(ValueError, match=r"ranking of a deepcorrect step must be one of "
+                                         r"\['approx', 'exact'\]. Received: ranking='fast'"):
+        ladder.resolve_method("deepcorrect:ranking=fast")
