@@ -20,8 +20,9 @@ Two tests of "ranked beats random":
 - the paper's Table 6: a paired t-test between the ranked models' mean and the random
   models' mean, the pairs being the clean photos and every level.
 
-Outputs in `--out`: `ranking.json`, `models/*.keras`, `results.json` (every model, written
-after each one: an interrupted run resumes) and `report.md`.
+Outputs in `--out`: `settings.json`, `ranking.json`, `models/*.keras`, `results.json` (every
+model, written after each one: an interrupted run resumes; a run with other settings is
+refused) and `report.md`.
 
 Usage (from the repository root):
 
@@ -84,6 +85,28 @@ def check(args) -> None:
         raise CLIError(f"--learning-rate must be > 0. Received: {args.learning_rate}")
     if not Path(args.data).is_dir():
         raise CLIError(f"--data: no such folder: {args.data}")
+
+
+# What the trained models depend on; `--trials` and `--ranked-seeds` only add or leave out models.
+SETTINGS = ("model", "weights", "photos", "test_fraction", "layer", "fraction", "rank_photos",
+            "distortion", "levels", "epochs", "batch_size", "learning_rate", "seed")
+
+
+def keep_settings(out: Path, args) -> None:
+    """Writes `out/settings.json`, or refuses an `out` whose models were made otherwise."""
+    from robustkit.cli_common import CLIError
+    from robustkit.io import atomic_write_text
+
+    settings = {k: getattr(args, k) for k in SETTINGS}
+    path = out / "settings.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        changed = sorted(k for k in SETTINGS if old.get(k) != settings[k])
+        if changed:
+            raise CLIError(f"--out {out} holds models made with other settings ({', '.join(changed)}"
+                           f"); use a new --out")
+        return
+    atomic_write_text(path, json.dumps(settings, indent=1))
 
 
 def plan(order: np.ndarray, count: int, ranked_seeds: int, trials: int, seed: int) -> list[dict]:
@@ -170,6 +193,7 @@ def run(args) -> int:
     check(args)
     out = Path(args.out)
     (out / "models").mkdir(parents=True, exist_ok=True)
+    keep_settings(out, args)
     pretrained, preprocess, size = imagenet.load_model(args.model, args.weights)
     prep = preprocess or (lambda x: x)
     images, labels, files = imagenet.load_photos(args.data, size, args.photos, out)

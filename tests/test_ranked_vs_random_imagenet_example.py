@@ -97,3 +97,11 @@ def test_a_second_run_resumes_without_training(run):
     assert example().main(argv) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "models").iterdir()} == stamps
     assert json.loads((out / "results.json").read_text()) == json.loads(before)
+
+
+def test_a_run_with_other_settings_is_refused(run, capsys):
+    folder, argv = run
+    changed = [*argv, "--fraction", "0.5"]
+    assert example().main(changed) == 2
+    assert "holds models made with other settings (fraction); use a new --out" in \
+        capsys.readouterr().err
