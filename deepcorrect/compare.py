@@ -1,7 +1,7 @@
 """Every repair side by side on your own model, and which one to use (`deepcorrect compare`).
 
 `compare(model, repair_data, test_data, distortions, levels)` repairs `model` with every
-method of the ladder (`deepcorrect.ladder`: BN adaptation, TENT, Finetune-k, DeepCorrect,
+method of the ladder (`deepcorrect.methods`: BN adaptation, TENT, Finetune-k, DeepCorrect,
 QRNet and their combinations), each on the same repair images with the same budget, and
 returns one `ComparisonTable`: top-1 per level and averaged, clean accuracy and its change,
 the parameters each repair trained or adapted, whether it needed labels, its seconds,
@@ -48,6 +48,8 @@ import numpy as np
 from deepcorrect import ladder
 from deepcorrect.comparison import (ComparisonTable, Recommendation, check_limit, recommend,
                                     table_row)
+from deepcorrect.methods import (DEFAULT_BUDGET, DEFAULT_METHODS, METHODS, chain_id,
+                                 resolve_budget, resolve_methods)
 from deepcorrect.stages import STAGES_FILE, Stages, read_model
 from robustkit.io import atomic_write_text
 
@@ -233,7 +235,7 @@ def _evaluate(name: str, load, test, table: Mapping[str, Sequence[float]], path:
 
 def compare(model, repair_data, test_data, distortions: str | Sequence[str],
             levels: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
-            methods: Sequence[str | Mapping[str, Any]] = ladder.DEFAULT_METHODS,
+            methods: Sequence[str | Mapping[str, Any]] = DEFAULT_METHODS,
             budget: int | Mapping[str, Any] | None = None, *, mixture: bool = False,
             out_dir: str | os.PathLike | None = None, overwrite: bool = False, seed: int = 0,
             preset: str = "deepcorrect_cifar", timing_images: int = 64,
@@ -250,9 +252,9 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
         distortions: a distortion name or a list of them (`distort.names()`).
         levels: levels to test (and repair) at: a list for one distortion, a dict
             distortion -> levels, or None for the `preset`'s.
-        methods: names of `deepcorrect.ladder.METHODS`, `+`-joined combinations of them, or
+        methods: names of `deepcorrect.METHODS`, `+`-joined combinations of them, or
             `{"name", "steps"}` dicts. The baseline is added first when missing.
-        budget: the epochs of every method, or a dict (`ladder.DEFAULT_BUDGET` keys).
+        budget: the epochs of every method, or a dict (`DEFAULT_BUDGET` keys).
         mixture: one repair over a mixture of all `distortions` (tested on each) instead of
             one per distortion.
         out_dir: where models, evaluations and the table are kept; a rerun skips finished
@@ -292,8 +294,8 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
     table = resolve_levels(distortions, levels, preset)
     held = resolve_held_out(held_out, table, mixture)
     tested = {**table, **held}  # what every model is tested on
-    resolved = ladder.resolve_methods(methods)
-    budget = ladder.resolve_budget(budget)
+    resolved = resolve_methods(methods)
+    budget = resolve_budget(budget)
     x_rep, y_rep = _split_data(repair_data, model, "repair_data", need_labels=False)
     test = _split_data(test_data, model, "test_data", need_labels=True)
     x_rep = x_rep[: budget["images"]]
@@ -315,7 +317,7 @@ def compare(model, repair_data, test_data, distortions: str | Sequence[str],
 
     def measure(method, group, repaired, record, tested):
         """Top-1 (cached sweep) and costs (cached record) of one repaired model."""
-        chain = ladder.chain_id(method["steps"])
+        chain = chain_id(method["steps"])
         where = f"{group}/{chain}" if group else chain
 
         def load():
@@ -393,17 +395,17 @@ def add_arguments(p) -> None:
                    help="levels of the distortion given at the same position; repeat per "
                         "--distortion (default: the --preset's levels)")
     p.add_argument("--preset", default="deepcorrect_cifar", help="level preset (default deepcorrect_cifar)")
-    p.add_argument("--methods", nargs="+", default=list(ladder.DEFAULT_METHODS),
-                   help=f"methods of the ladder: {', '.join(ladder.METHODS)}, or several joined "
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                   help=f"methods of the ladder: {', '.join(METHODS)}, or several joined "
                         "by '+'; a step's options follow its name after ':', e.g. "
                         "finetune:k=3,learning_rate=0.001 or bn_adapt+deepcorrect:first=3 "
-                        "(default: " + " ".join(ladder.DEFAULT_METHODS) + ")")
+                        "(default: " + " ".join(DEFAULT_METHODS) + ")")
     p.add_argument("--epochs", "--budget", dest="epochs", type=int,
-                   default=ladder.DEFAULT_BUDGET["epochs"], help="epochs of every method (default 3)")
+                   default=DEFAULT_BUDGET["epochs"], help="epochs of every method (default 3)")
     p.add_argument("--repair-images", type=int, default=None,
                    help="repair on the first N repair images (default: all)")
-    p.add_argument("--batch-size", type=int, default=ladder.DEFAULT_BUDGET["batch_size"])
-    p.add_argument("--rank-images", type=int, default=ladder.DEFAULT_BUDGET["rank_images"],
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BUDGET["batch_size"])
+    p.add_argument("--rank-images", type=int, default=DEFAULT_BUDGET["rank_images"],
                    help="images the DeepCorrect ranking uses (default 256)")
     p.add_argument("--augment", action="store_true",
                    help="flip and shift the trained methods' repair images at random "
@@ -472,7 +474,7 @@ def main_args(args) -> None:
                               dict(zip(args.distortion, args.levels)), args.preset)
     held_out = _held_out_argument(args.held_out)
     resolve_held_out(held_out, repaired, args.mixture)
-    ladder.resolve_methods(args.methods)
+    resolve_methods(args.methods)
     label, (model, preprocess), size = load_model_spec(args.model, args.weights)
     model = taking_pixels(model, label, preprocess)
     data = Path(args.data)

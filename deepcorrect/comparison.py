@@ -29,7 +29,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from deepcorrect.ladder import merge_labels
+from deepcorrect.methods import merge_labels
 from robustkit.io import atomic_path, atomic_write_text
 
 

@@ -410,15 +410,16 @@ def repair_method(method, baseline, config, train, distortion: str, out: Path, s
         The repaired model.
     """
     from deepcorrect import ladder
+    from deepcorrect.methods import check_step, resolve_budget
 
     key = f"train/{slug(method['name'])}/{distortion}"
     cfg = config["repair"]
-    budget = ladder.resolve_budget({"images": cfg["images"], "epochs": cfg["epochs"],
-                                    "batch_size": cfg["batch_size"],
-                                    "rank_images": config["rank_images"]})
+    budget = resolve_budget({"images": cfg["images"], "epochs": cfg["epochs"],
+                             "batch_size": cfg["batch_size"],
+                             "rank_images": config["rank_images"]})
     data = ladder.RepairData(train[0], train[1], {distortion: config["levels"][distortion]},
                              budget, config["seed"], baseline, verbose)
-    spec = {"name": method["name"], "steps": [ladder.check_step(s) for s in method["steps"]]}
+    spec = {"name": method["name"], "steps": [check_step(s) for s in method["steps"]]}
     model, record = ladder.repair(baseline, spec, data, out, stages, distortion)
     if model is None:
         model = _load(out / record["path"])

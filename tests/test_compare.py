@@ -24,6 +24,7 @@ import qrnet  # noqa: F401  (the QRNet classes, to load the saved restorer)
 from deepcorrect import cli, costs, ladder
 from deepcorrect.comparison import ComparisonTable, recommend
 from deepcorrect.compare import compare
+from deepcorrect.methods import chain_id, resolve_method
 from tests.conftest import REPO
 
 LEVELS = [0.6, 1.0]
@@ -307,7 +308,7 @@ def test_deepcorrect_can_keep_the_moving_statistics_training_left(data, tmp_path
     compare(model, repair, test, "gaussian_blur", LEVELS, methods, BUDGET, out_dir=tmp_path)
 
     def moving(method):
-        chain = ladder.chain_id(ladder.resolve_method(method)["steps"])
+        chain = chain_id(resolve_method(method)["steps"])
         loaded = keras.models.load_model(tmp_path / "models" / "gaussian_blur" / f"{chain}.keras",
                                          safe_mode=True)
         return [w.numpy() for w in loaded.weights if "moving_mean" in w.path and "unit" in w.path]
@@ -583,9 +584,7 @@ def test_distorted_repair_images_are_seeded_and_mixed_per_image():
     ("tent:epochs=none,fraction=1", [{"kind": "tent", "learning_rate": 1e-3, "epochs": None, "fraction": 1}]),
 ])
 def test_method_options_on_the_command_line_fill_the_steps(text, steps):
-    from deepcorrect import ladder
-
-    resolved = ladder.resolve_method(text)
+    resolved = resolve_method(text)
     assert resolved["name"] == text
     assert resolved["steps"] == steps
 
@@ -597,10 +596,8 @@ def test_method_options_on_the_command_line_fill_the_steps(text, steps):
     ("nothing:k=1", "method must be one of"),
 ])
 def test_bad_method_options_name_what_is_allowed(text, message):
-    from deepcorrect import ladder
-
     with pytest.raises(ValueError, match=message):
-        ladder.resolve_method(text)
+        resolve_method(text)
 
 
 def test_deepcorrect_step_can_rank_exactly(data, tmp_path):
@@ -619,14 +616,14 @@ def test_deepcorrect_step_can_rank_exactly(data, tmp_path):
 def test_the_ranking_option_keeps_the_ids_of_earlier_folders():
     import hashlib
 
-    steps = ladder.resolve_method("bn_adapt+deepcorrect:first=3")["steps"]
+    steps = resolve_method("bn_adapt+deepcorrect:first=3")["steps"]
     assert steps[1]["ranking"] == "approx"
     # The id as it was computed before the option existed: every other option hashed.
     earlier = [{k: v for k, v in s.items() if k != "ranking"} for s in steps]
     digest = hashlib.sha1(json.dumps(earlier, sort_keys=True).encode()).hexdigest()[:8]
-    assert ladder.chain_id(steps) == f"bn_adapt+deepcorrect-{digest}"
-    exact = ladder.resolve_method("bn_adapt+deepcorrect:first=3,ranking=exact")["steps"]
-    assert ladder.chain_id(exact) != ladder.chain_id(steps)
+    assert chain_id(steps) == f"bn_adapt+deepcorrect-{digest}"
+    exact = resolve_method("bn_adapt+deepcorrect:first=3,ranking=exact")["steps"]
+    assert chain_id(exact) != chain_id(steps)
     with pytest.raises(ValueError, match=r"ranking of a deepcorrect step must be one of "
                                          r"\['approx', 'exact'\]. Received: ranking='fast'"):
-        ladder.resolve_method("deepcorrect:ranking=fast")
+        resolve_method("deepcorrect:ranking=fast")

@@ -31,9 +31,9 @@ def test_budget_flags_below_one_fail_in_one_line(flag, capsys):
 
 def test_every_method_is_a_valid_ladder_method():
     repair_ladder = import_example("repair_ladder")
-    from deepcorrect import ladder
+    from deepcorrect.methods import resolve_methods
 
-    resolved = ladder.resolve_methods(list(repair_ladder.METHODS))
+    resolved = resolve_methods(list(repair_ladder.METHODS))
     assert [m["name"] for m in resolved][0] == "baseline"
     finetunes = [m for m in resolved if m["name"].startswith("finetune")]
     assert {s["learning_rate"] for m in finetunes for s in m["steps"]} == {0.001}
