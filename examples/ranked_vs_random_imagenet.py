@@ -74,8 +74,11 @@ def check(args) -> None:
     from distort import registry
     from robustkit.cli_common import CLIError, require_positive
 
-    require_positive(args, "trials", "ranked_seeds", "rank_photos", "epochs", "batch_size")
+    require_positive(args, "photos", "trials", "ranked_seeds", "rank_photos", "epochs",
+                     "batch_size")
     registry.check_name(args.distortion)
+    if not 0 < args.test_fraction < 1:
+        raise CLIError(f"--test-fraction must be in (0, 1). Received: {args.test_fraction}")
     if not 0 < args.fraction <= 1:
         raise CLIError(f"--fraction must be in (0, 1]. Received: {args.fraction}")
     if args.trials < 2 or args.ranked_seeds < 2:

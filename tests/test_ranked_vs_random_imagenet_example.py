@@ -22,6 +22,8 @@ def example():
     (["--fraction", "0"], "error: --fraction must be in (0, 1]. Received: 0.0"),
     (["--trials", "1"], "error: --trials and --ranked-seeds must be at least 2"),
     (["--learning-rate", "-1"], "error: --learning-rate must be > 0. Received: -1.0"),
+    (["--test-fraction", "1"], "error: --test-fraction must be in (0, 1). Received: 1.0"),
+    (["--photos", "0"], "error: --photos must be >= 1. Received: 0"),
 ])
 def test_bad_settings_fail_in_one_line(flags, message, tmp_path, capsys):
     argv = ["--model", "m.keras", "--data", str(tmp_path), *flags]
