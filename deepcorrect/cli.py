@@ -408,9 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p), _data_args(p), _distortion_args(p)
     p.add_argument("--layers", nargs="+", default=None, help="conv layer names (default: all)")
     p.add_argument("--site", default="pre_activation", choices=("pre_activation", "post_activation"))
-    p.add_argument("--score", default=None, choices=("gain", "relative_error", "log_prob"),
+    p.add_argument("--score", default=None,
+                   choices=("gain", "relative_error", "log_prob", "log_prob_magnitude"),
                    help="log_prob (the exact method's default): gain in the true class's "
-                        "log-probability, continuous and more reliable; gain: the paper's top-1 "
+                        "log-probability, continuous and more reliable; log_prob_magnitude: its "
+                        "magnitude (a swap that hurts ranks high too); gain: the paper's top-1 "
                         "accuracy gain; relative_error: the original code's")
     p.add_argument("--method", default="exact", choices=("exact", "approx"))
     p.add_argument("--batch-size", type=int, default=256)

@@ -3,8 +3,8 @@
 Correction units on `--fraction` of one conv layer's filters (`--layer`, default the
 first), chosen two ways, every model trained label-free with the same budget:
 
-- `ranked-s<seed>`: the most susceptible filters by the exact ranking (`deepcorrect.rank`,
-  `score="log_prob"`, on the first `--rank-photos` training photos), trained from
+- `ranked-s<seed>`: the most susceptible filters by the exact ranking (`deepcorrect.rank`
+  with `--score`, on the first `--rank-photos` training photos), trained from
   `--ranked-seeds` different unit initialisations;
 - `random-t<trial>`: `--trials` seeded random sets of the same size.
 
@@ -59,6 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--ranked-seeds", type=int, default=3,
                    help="unit initialisations of the ranked model (default 3)")
     p.add_argument("--rank-photos", type=int, default=200)
+    p.add_argument("--score", default="log_prob",
+                   choices=("log_prob", "log_prob_magnitude", "gain", "relative_error"),
+                   help="the ranking's score (default log_prob; see deepcorrect.rank)")
     p.add_argument("--distortion", default="gaussian_blur")
     p.add_argument("--levels", type=float, nargs="+", default=[2.0, 4.0],
                    help="ranking, training and test levels (default 2 4)")
@@ -92,7 +95,7 @@ def check(args) -> None:
 
 # What the trained models depend on; `--trials` and `--ranked-seeds` only add or leave out models.
 SETTINGS = ("model", "weights", "photos", "test_fraction", "layer", "fraction", "rank_photos",
-            "distortion", "levels", "epochs", "batch_size", "learning_rate", "seed")
+            "score", "distortion", "levels", "epochs", "batch_size", "learning_rate", "seed")
 
 
 def keep_settings(out: Path, args) -> None:
@@ -214,7 +217,7 @@ def run(args) -> int:
                                               batch_size=50, verbose=0), -1)
     tick = time.perf_counter()
     ranking = deepcorrect.rank(pretrained, images[rank_ids], clean_pred, args.distortion,
-                               args.levels, layers=[layer], score="log_prob",
+                               args.levels, layers=[layer], score=args.score,
                                preprocess=preprocess, seed=args.seed, progress=False,
                                checkpoint=out / "ranking.json")
     rank_seconds = time.perf_counter() - tick
@@ -257,7 +260,7 @@ def run(args) -> int:
     result = tests(results)
     header = (f"# Ranked vs random filters: {args.model}, `{layer}`, {args.distortion}\n\n"
               f"{len(test)} test photos, {len(train)} training photos (no labels), "
-              f"{count} of {len(order)} filters per model; exact `log_prob` ranking on "
+              f"{count} of {len(order)} filters per model; exact `{args.score}` ranking on "
               f"{len(rank_ids)} photos (split-half reliability {reliability:.2f}); "
               f"{args.epochs} epochs of batch {args.batch_size}, units at "
               f"{args.learning_rate:g} (`label_free` preset).")

@@ -155,7 +155,7 @@ def test_split_halves_are_disjoint_reproducible_and_seeded():
     assert not np.array_equal(a, split_halves(11, seed=4)[0])
 
 
-@pytest.mark.parametrize("score", ["gain", "log_prob", "relative_error"])
+@pytest.mark.parametrize("score", ["gain", "log_prob", "relative_error", "log_prob_magnitude"])
 def test_split_half_equals_ranking_each_half(score):
     model = tiny_model()
     images = make_images(30)

@@ -83,7 +83,10 @@ def rank(
     `|err_swp - err_b| / err_b` per level (0 where `err_b == 0`), averaged.
     `score="log_prob"`, the default, is continuous where the top-1 gain moves
     in steps of `1 / N`: the mean gain in the label's log-probability over
-    images and levels.
+    images and levels. `score="log_prob_magnitude"` takes that gain's
+    magnitude per level, so that a swap that hurts ranks as high as one that
+    helps, as the original code's absolute value does (on MobileNetV2's first
+    layer it chose better filters for correction units, docs/RESULTS.md).
 
     The exact method keeps each image's outcome after each swap, so it also
     measures, at little extra cost, how reproducible the priorities are
@@ -113,8 +116,8 @@ def rank(
             the true class's log-probability, `log_softmax` of logits or the
             log of probabilities clipped at `exact.LOG_PROB_EPSILON`; far more
             reliable than the top-1 gain at the same number of images, see
-            docs/RESULTS.md), `"gain"` (the paper's top-1 gain) or
-            `"relative_error"`. None (the default) means `"log_prob"` for the
+            docs/RESULTS.md), `"log_prob_magnitude"`, `"gain"` (the
+            paper's top-1 gain) or `"relative_error"`. None (the default) means `"log_prob"` for the
             exact method; the approximate method has its own score and takes
             None (or `"gain"`, for older callers).
         batch_size: samples per forward pass (default 256). The exact method

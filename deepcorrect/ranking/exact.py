@@ -231,7 +231,7 @@ def swap_counts(
 
 def _level_delta(swapped: Outcomes, base: Outcomes, score: str, level: int) -> np.ndarray:
     """`contributions` of one level, shape `(filters, images)`."""
-    if score == "log_prob":
+    if score in ("log_prob", "log_prob_magnitude"):
         return (swapped.log_probs[level].astype(np.float64)
                 - base.log_probs[level].astype(np.float64))
     return swapped.hits[level].astype(np.float64) - base.hits[level]
@@ -280,12 +280,13 @@ def weighted_scores(
     `weights[r, i]` times: an indicator row is a subset of the images, a row of
     counts a bootstrap resample. Per level, the gain is the weighted mean of
     the contributions; `"relative_error"` divides its magnitude by the
-    baseline's weighted error rate (0 where that is 0). Levels are averaged.
+    baseline's weighted error rate (0 where that is 0), `"log_prob_magnitude"`
+    takes the magnitude of the log-probability gain. Levels are averaged.
 
     Args:
         swapped: `swap_counts`, shape `(levels, filters, images)`.
         base: `baseline_outcomes`, shape `(levels, images)`.
-        score: `"gain"`, `"relative_error"` or `"log_prob"`.
+        score: `"gain"`, `"relative_error"`, `"log_prob"` or `"log_prob_magnitude"`.
         weights: non-negative image weights, shape `(rows, images)`, each row
             with a positive sum.
 
@@ -301,6 +302,8 @@ def weighted_scores(
             err = (total - weights @ base.hits[li, :, None]) / total
             with np.errstate(divide="ignore", invalid="ignore"):
                 gain = np.where(err > 0, np.abs(gain) / err, 0.0)
+        elif score == "log_prob_magnitude":
+            gain = np.abs(gain)
         per_level.append(gain)
     return np.mean(per_level, axis=0)
 
@@ -313,7 +316,9 @@ def scores(swapped: Outcomes, base: Outcomes, score: str) -> np.ndarray:
         base: `baseline_outcomes`, shape `(levels, images)`.
         score: `"gain"` (the change in top-1 accuracy), `"relative_error"`
             (`|err_swap - err_base| / err_base`, 0 where `err_base == 0`) or
-            `"log_prob"` (the mean change in the label's log-probability).
+            `"log_prob"` (the mean change in the label's log-probability) or
+            `"log_prob_magnitude"` (its magnitude per level: a swap that hurts
+            scores as high as one that helps, as in the original code).
 
     Returns:
         A float64 array of shape `(filters,)`.

@@ -36,7 +36,7 @@ FORMAT_TAG = "deepcorrect.ranking"
 FORMAT_VERSION = 1
 
 SITES = ("pre_activation", "post_activation")
-SCORES = ("gain", "relative_error", "log_prob")
+SCORES = ("gain", "relative_error", "log_prob", "log_prob_magnitude")
 METHODS = ("exact", "approx")
 # The score of `method="approx"`: the negated first-order change in loss.
 APPROX_SCORE = "first_order_loss"
