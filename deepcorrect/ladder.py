@@ -250,11 +250,12 @@ def run_finetune(model, step, data: RepairData, folder: Path):
 
 
 def rank_for(model, data: RepairData, folder: Path, first: int | None = None,
-             method: str = "approx"):
+             ranking: str = "approx"):
     """`deepcorrect.rank` on the budget's `rank_images` (cached in `folder`).
 
-    `method="approx"` is the first-order estimate; `"exact"` swaps every filter, scored
-    by `rank`'s default, the true class's log-probability.
+    `ranking="approx"` is the first-order estimate; `"exact"` swaps every filter, scored
+    by the true class's log-probability (`rank`'s default), `"magnitude"` by that
+    score's magnitude (`score="log_prob_magnitude"`).
     """
     import deepcorrect
 
@@ -273,7 +274,8 @@ def rank_for(model, data: RepairData, folder: Path, first: int | None = None,
     if check_count("first", first, none_ok="every conv layer") is not None:
         layers = [layer.name for layer in conv_layers(model)][: int(first)]
     return deepcorrect.rank(model, data.images[:n], labels[:n], distortion, levels,
-                            layers=layers, method=method,
+                            layers=layers, method="approx" if ranking == "approx" else "exact",
+                            score="log_prob_magnitude" if ranking == "magnitude" else None,
                             seed=data.seed, progress=bool(data.verbose),
                             checkpoint=folder / "ranking.json")
 

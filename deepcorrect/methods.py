@@ -13,9 +13,10 @@ The kinds:
 - `tent`: `deepcorrect.tent` (TENT) on the distorted repair images (no labels).
 - `finetune`: `deepcorrect.finetune(k)` trained with `deepcorrect.train`.
 - `deepcorrect`: `deepcorrect.rank`, `deepcorrect.wrap`, `deepcorrect.train`; the ranking
-  is the first-order estimate (`ranking="approx"`) or exact swaps (`ranking="exact"`, one
-  pass of the network per filter; on MobileNetV2 both gave the same repair,
-  docs/RESULTS.md).
+  is the first-order estimate (`ranking="approx"`), exact swaps scored by the gain in
+  log-probability (`"exact"`, one pass of the network per filter) or by its magnitude
+  (`"magnitude"`, the original code's absolute value; see docs/RESULTS.md for when each
+  chose better filters).
 - `qrnet`: a QRNet restorer (`qrnet.build_qrnet`) trained in front of the frozen model.
 
 Example:
@@ -56,7 +57,7 @@ STEP_OPTIONS: dict[str, dict[str, Any]] = {
 
 # Options whose values are one of a few names.
 STEP_CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {
-    "deepcorrect": {"ranking": ("approx", "exact")},
+    "deepcorrect": {"ranking": ("approx", "exact", "magnitude")},
 }
 
 # Options added after chain ids were first written to output folders: at these values

@@ -600,15 +600,17 @@ def test_bad_method_options_name_what_is_allowed(text, message):
         resolve_method(text)
 
 
-def test_deepcorrect_step_can_rank_exactly(data, tmp_path):
+@pytest.mark.parametrize("ranking, score", [("exact", "log_prob"),
+                                            ("magnitude", "log_prob_magnitude")])
+def test_deepcorrect_step_can_rank_exactly(data, tmp_path, ranking, score):
     model, (x, y), test = data
-    compare(model, (x, y), test, "gaussian_blur", LEVELS, ["deepcorrect:ranking=exact"], BUDGET,
-            out_dir=tmp_path, timing_images=16)
+    compare(model, (x, y), test, "gaussian_blur", LEVELS, [f"deepcorrect:ranking={ranking}"],
+            BUDGET, out_dir=tmp_path, timing_images=16)
     (path,) = (tmp_path / "work" / "gaussian_blur").rglob("ranking.json")
     used = deepcorrect.Ranking.load(path)
-    want = deepcorrect.rank(model, x[:32], y[:32], "gaussian_blur", LEVELS, seed=0,
-                            progress=False)
-    assert used.method == "exact" and used.score == "log_prob"
+    want = deepcorrect.rank(model, x[:32], y[:32], "gaussian_blur", LEVELS, score=score,
+                            seed=0, progress=False)
+    assert used.method == "exact" and used.score == score
     for name in ("conv1", "conv2"):
         np.testing.assert_allclose(used.priorities[name], want.priorities[name], atol=1e-6)
 
@@ -625,5 +627,6 @@ def test_the_ranking_option_keeps_the_ids_of_earlier_folders():
     exact = resolve_method("bn_adapt+deepcorrect:first=3,ranking=exact")["steps"]
     assert chain_id(exact) != chain_id(steps)
     with pytest.raises(ValueError, match=r"ranking of a deepcorrect step must be one of "
-                                         r"\['approx', 'exact'\]. Received: ranking='fast'"):
+                                         r"\['approx', 'exact', 'magnitude'\]. "
+                                         r"Received: ranking='fast'"):
         resolve_method("deepcorrect:ranking=fast")
