@@ -425,18 +425,18 @@ def test_relative_error_score_matches_brute_force(images, residual):
     assert result.score == "relative_error"
 
 
-def test_log_prob_magnitude_is_the_magnitude_of_each_levels_gain(images, plain):
-    """The magnitude is taken per level, before the levels are averaged (as the original
-    code's absolute value); each level ranked alone with its own seed is the reference."""
+def test_log_prob_magnitude_is_the_magnitude_of_the_log_prob_score(images, plain):
     model, _, labels = plain
-    result = run_rank(model, images, labels, layers=["c2"], score="log_prob_magnitude", seed=3)
-    per_level = [rank(model, images, labels, noise, [level], layers=["c2"], score="log_prob",
-                      seed=3 + k, preprocess=scale, progress=False).priorities["c2"]
-                 for k, level in enumerate(LEVELS)]
-    assert np.any(np.sign(per_level[0]) < 0), "test needs a swap that hurts"
-    np.testing.assert_allclose(result.priorities["c2"], np.mean(np.abs(per_level), axis=0),
-                               atol=1e-12)
+    kwargs = dict(layers=["c2", "c1"], seed=3)
+    result = run_rank(model, images, labels, score="log_prob_magnitude", **kwargs)
+    signed = run_rank(model, images, labels, score="log_prob", **kwargs)
+    assert np.any(signed.priorities["c2"] < 0), "test needs a swap that hurts"
+    for name in ("c1", "c2"):
+        np.testing.assert_allclose(result.priorities[name], np.abs(signed.priorities[name]),
+                                   atol=1e-12)
     assert result.score == "log_prob_magnitude"
+    assert result.order("c2").tolist() == np.argsort(-np.abs(signed.priorities["c2"]),
+                                                     kind="stable").tolist()
 
 
 def test_baseline_accuracy_and_metadata(images, plain):

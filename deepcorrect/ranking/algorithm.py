@@ -83,10 +83,10 @@ def rank(
     `|err_swp - err_b| / err_b` per level (0 where `err_b == 0`), averaged.
     `score="log_prob"`, the default, is continuous where the top-1 gain moves
     in steps of `1 / N`: the mean gain in the label's log-probability over
-    images and levels. `score="log_prob_magnitude"` takes that gain's
-    magnitude per level, so that a swap that hurts ranks as high as one that
-    helps, as the original code's absolute value does (on MobileNetV2's first
-    layer it chose better filters for correction units, docs/RESULTS.md).
+    images and levels. `score="log_prob_magnitude"` is that gain's magnitude,
+    so that a swap that hurts ranks as high as one that helps, as with the
+    original code's absolute value (on MobileNetV2's first layer it chose
+    better filters for correction units, docs/RESULTS.md).
 
     The exact method keeps each image's outcome after each swap, so it also
     measures, at little extra cost, how reproducible the priorities are

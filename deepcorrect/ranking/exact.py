@@ -280,8 +280,8 @@ def weighted_scores(
     `weights[r, i]` times: an indicator row is a subset of the images, a row of
     counts a bootstrap resample. Per level, the gain is the weighted mean of
     the contributions; `"relative_error"` divides its magnitude by the
-    baseline's weighted error rate (0 where that is 0), `"log_prob_magnitude"`
-    takes the magnitude of the log-probability gain. Levels are averaged.
+    baseline's weighted error rate (0 where that is 0). Levels are averaged;
+    `"log_prob_magnitude"` is then the magnitude of the `"log_prob"` score.
 
     Args:
         swapped: `swap_counts`, shape `(levels, filters, images)`.
@@ -302,10 +302,9 @@ def weighted_scores(
             err = (total - weights @ base.hits[li, :, None]) / total
             with np.errstate(divide="ignore", invalid="ignore"):
                 gain = np.where(err > 0, np.abs(gain) / err, 0.0)
-        elif score == "log_prob_magnitude":
-            gain = np.abs(gain)
         per_level.append(gain)
-    return np.mean(per_level, axis=0)
+    mean = np.mean(per_level, axis=0)
+    return np.abs(mean) if score == "log_prob_magnitude" else mean
 
 
 def scores(swapped: Outcomes, base: Outcomes, score: str) -> np.ndarray:
@@ -317,8 +316,8 @@ def scores(swapped: Outcomes, base: Outcomes, score: str) -> np.ndarray:
         score: `"gain"` (the change in top-1 accuracy), `"relative_error"`
             (`|err_swap - err_base| / err_base`, 0 where `err_base == 0`) or
             `"log_prob"` (the mean change in the label's log-probability) or
-            `"log_prob_magnitude"` (its magnitude per level: a swap that hurts
-            scores as high as one that helps, as in the original code).
+            `"log_prob_magnitude"` (its magnitude: a swap that hurts scores as
+            high as one that helps, as in the original code).
 
     Returns:
         A float64 array of shape `(filters,)`.

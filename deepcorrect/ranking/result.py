@@ -59,7 +59,7 @@ class Ranking:
         score: `"gain"` (the paper's signed top-1 gain), `"relative_error"`
             (`|err_swap - err_ref| / err_ref`, the original code),
             `"log_prob"` (the mean gain in the label's log-probability),
-            `"log_prob_magnitude"` (its magnitude per level) or
+            `"log_prob_magnitude"` (its magnitude) or
             `"first_order_loss"` (the approximate method).
         site: `"pre_activation"` or `"post_activation"`.
         method: `"exact"` or `"approx"`.
