@@ -85,8 +85,9 @@ def rank(
     in steps of `1 / N`: the mean gain in the label's log-probability over
     images and levels. `score="log_prob_magnitude"` is that gain's magnitude,
     so that a swap that hurts ranks as high as one that helps, as with the
-    original code's absolute value (on MobileNetV2's first layer it chose
-    better filters for correction units, docs/RESULTS.md).
+    original code's absolute value (on MobileNetV2's first layer, where the
+    signed score chose worse filters for correction units than random ones,
+    it chose better ones; docs/RESULTS.md).
 
     The exact method keeps each image's outcome after each swap, so it also
     measures, at little extra cost, how reproducible the priorities are
