@@ -289,7 +289,8 @@ def test_reliability_summary_flags_low_values():
     assert not bad.is_reliable and bad.summary().endswith("UNRELIABLE")
 
 
-def test_cli_prints_reliability_and_takes_log_prob(tmp_path, capsys):
+@pytest.mark.parametrize("score", ["log_prob", "log_prob_magnitude"])
+def test_cli_prints_reliability_and_takes_log_prob(tmp_path, capsys, score):
     model = tiny_model("softmax")
     model_path = tmp_path / "tiny.keras"
     model.save(model_path)
@@ -300,9 +301,13 @@ def test_cli_prints_reliability_and_takes_log_prob(tmp_path, capsys):
     out = tmp_path / "ranking.json"
     status = cli.main(["rank", "--model", str(model_path), "--data", str(tmp_path / "data.npz"),
                        "--distortion", "awgn", "--levels", "20", "40", "--layers", "c1",
-                       "--score", "log_prob", "--batch-size", "64", "--out", str(out)])
+                       "--score", score, "--batch-size", "64", "--out", str(out)])
     assert status in (0, None)
     printed = capsys.readouterr().out
     line = next(line for line in printed.splitlines() if "split-half reliability" in line)
     assert line.startswith("c1: split-half reliability")
-    assert Ranking.load(out).score == "log_prob"
+    saved = Ranking.load(out)
+    assert saved.score == score
+    direct = rank(model, images, labels[:, 0], "awgn", [20, 40], layers=["c1"], score=score,
+                  progress=False)
+    np.testing.assert_allclose(saved.priorities["c1"], direct.priorities["c1"], atol=1e-6)
