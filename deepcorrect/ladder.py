@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from deepcorrect.methods import chain_id, merge_labels
+from deepcorrect.methods import RANKINGS, chain_id, merge_labels
 from deepcorrect.stages import Stages, read_model, write_model
 
 # --- Repair data --------------------------------------------------------------------------
@@ -253,9 +253,9 @@ def rank_for(model, data: RepairData, folder: Path, first: int | None = None,
              ranking: str = "approx"):
     """`deepcorrect.rank` on the budget's `rank_images` (cached in `folder`).
 
-    `ranking="approx"` is the first-order estimate; `"exact"` swaps every filter, scored
-    by the true class's log-probability (`rank`'s default), `"magnitude"` by that
-    score's magnitude (`score="log_prob_magnitude"`).
+    `ranking` names `rank`'s method and score (`deepcorrect.methods.RANKINGS`): the
+    first-order estimate, or exact swaps scored by the true class's log-probability
+    (`"exact"`) or its magnitude (`"magnitude"`).
     """
     import deepcorrect
 
@@ -273,9 +273,9 @@ def rank_for(model, data: RepairData, folder: Path, first: int | None = None,
     layers = None
     if check_count("first", first, none_ok="every conv layer") is not None:
         layers = [layer.name for layer in conv_layers(model)][: int(first)]
+    method, score = RANKINGS[ranking]
     return deepcorrect.rank(model, data.images[:n], labels[:n], distortion, levels,
-                            layers=layers, method="approx" if ranking == "approx" else "exact",
-                            score="log_prob_magnitude" if ranking == "magnitude" else None,
+                            layers=layers, method=method, score=score,
                             seed=data.seed, progress=bool(data.verbose),
                             checkpoint=folder / "ranking.json")
 

@@ -55,9 +55,16 @@ STEP_OPTIONS: dict[str, dict[str, Any]] = {
     "qrnet": {"base_width": 8, "depth": 2, "mode": "qrnet", "learning_rate": 1e-3},
 }
 
+# The rankings of a deepcorrect step: `deepcorrect.rank`'s method and score for each.
+RANKINGS: dict[str, tuple[str, str | None]] = {
+    "approx": ("approx", None),
+    "exact": ("exact", "log_prob"),
+    "magnitude": ("exact", "log_prob_magnitude"),
+}
+
 # Options whose values are one of a few names.
 STEP_CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {
-    "deepcorrect": {"ranking": ("approx", "exact", "magnitude")},
+    "deepcorrect": {"ranking": tuple(RANKINGS)},
 }
 
 # Options added after chain ids were first written to output folders: at these values
